@@ -1,0 +1,1 @@
+"""Implementations of :class:`molfree.Energy`: analytic targets and bridges to OpenMM and ASE."""

@@ -1,0 +1,1 @@
+"""molfree.ase: ASE calculators backed by molfree (filled by later issues)."""
