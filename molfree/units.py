@@ -7,18 +7,21 @@ e.g. ``x_angstrom = x_nm * NM_TO_ANGSTROM``.
 """
 from __future__ import annotations
 
+import math
+
 # CODATA 2018 exact / recommended values.
 AVOGADRO = 6.02214076e23  # 1/mol
 BOLTZMANN_J_PER_K = 1.380649e-23  # J/K
 ELEMENTARY_CHARGE_C = 1.602176634e-19  # C
 BOHR_ANGSTROM = 0.529177210903  # Å per Bohr
+VACUUM_PERMITTIVITY = 8.8541878128e-12  # F/m
 HARTREE_EV = 27.211386245988  # eV per Hartree
 
 #: Molar gas constant k_B * N_A in kJ/(mol K).
 MOLAR_GAS_CONSTANT = BOLTZMANN_J_PER_K * AVOGADRO / 1000.0
 
-#: Coulomb prefactor 1/(4 pi eps0) in kJ nm / (mol e^2), OpenMM's ONE_4PI_EPS0.
-ONE_4PI_EPS0 = 138.935456
+#: Coulomb prefactor N_A e^2 / (4 pi eps0) in kJ nm / (mol e^2), as OpenMM (>= 8.2) uses it.
+ONE_4PI_EPS0 = AVOGADRO * ELEMENTARY_CHARGE_C**2 / (4 * math.pi * VACUUM_PERMITTIVITY) * 1e9 / 1000.0
 
 NM_TO_ANGSTROM = 10.0
 ANGSTROM_TO_NM = 0.1
