@@ -115,7 +115,8 @@ def run_demo(out: str | Path = "runs/demo", md_picoseconds: float = 50.0, seed: 
         f"- MD: {md_picoseconds:g} ps Langevin (1 fs, 1/ps friction, seed {seed}), {len(frames)} frames, "
         f"{metrics['md_ns_per_day']:.1f} ns/day on the OpenMM CPU platform (1 thread).",
         f"- `molfree.OpenMMEnergy` on all frames as one batch with forces: max |ΔE| = {max_dev:.2e} kJ/mol "
-        f"against the Simulation's own energies ({1000 * metrics['energy_interface_seconds_per_frame']:.2f} ms/frame).",
+        f"against the Simulation's own energies ({1000 * metrics['energy_interface_seconds_per_frame']:.2f} ms/frame; "
+        "the Simulation runs on the CPU platform in mixed precision, OpenMMEnergy on the Reference platform in double).",
         f"- Fraction of frames with φ > 0: {metrics['fraction_phi_positive']:.3f} "
         "(short MD rarely crosses to the φ > 0 basin; the Boltzmann-generator workflow is the remedy).",
         "",
