@@ -42,23 +42,33 @@ class PotentialEnergy(Energy):
         return self.model(flat, species, batch, b, box).to(positions.dtype)
 
     def energy_forces_stress(self, positions, box=None):
-        """Energies ``[B]`` kJ/mol, forces ``[B, N, 3]`` kJ/mol/nm and, with a box, stress ``[B, 3, 3]`` kJ/mol/nm³.
-
-        Stress is (1/V) ∂E/∂ε for a symmetric strain ε applied to positions and box
-        (ASE's sign convention: positive means the system wants to contract).
-        """
+        """Energies ``[B]`` kJ/mol, forces ``[B, N, 3]`` kJ/mol/nm and, with a box, stress ``[B, 3, 3]`` kJ/mol/nm³."""
         positions, _ = as_positions(positions, 3, self.n_atoms)
         box = as_box(box, positions.shape[0], positions)
-        with torch.enable_grad():
-            x = positions.detach().requires_grad_(True)
-            if box is None:
-                energies = self.energy(x, None)
-                (grad,) = torch.autograd.grad(energies.sum(), x)
-                return energies.detach(), -grad, None
-            strain = torch.zeros_like(box, requires_grad=True)
-            sym = 0.5 * (strain + strain.transpose(1, 2))
-            eye = torch.eye(3, dtype=box.dtype, device=box.device)
-            energies = self.energy(x @ (eye + sym), box @ (eye + sym))
-            grad, dstrain = torch.autograd.grad(energies.sum(), (x, strain))
-        volume = torch.linalg.det(box).abs()
-        return energies.detach(), -grad, dstrain / volume[:, None, None]
+        flat, species, batch, b = self._flatten(positions, box)
+        box = None if box is None else box.to(flat.dtype)
+        energies, forces, stress = derivatives(self.model, flat, species, batch, b, box, stress=box is not None)
+        return energies, forces.reshape(positions.shape), stress
+
+
+def derivatives(model, positions, species, batch, n_structures: int, box=None, pairs=None, stress: bool = False):
+    """Energies ``[B]`` kJ/mol, forces ``[M, 3]`` kJ/mol/nm and optionally stress ``[B, 3, 3]`` kJ/mol/nm³.
+
+    Arguments as :meth:`EquivariantPotential.forward` (flattened ``positions [M, 3]`` nm). Stress is
+    (1/V) ∂E/∂ε for a symmetric strain ε applied to positions and box (ASE's sign convention:
+    positive means the system wants to contract).
+    """
+    with torch.enable_grad():
+        x = positions.detach().requires_grad_(True)
+        if not stress:
+            energies = model(x, species, batch, n_structures, box, pairs=pairs)
+            (grad,) = torch.autograd.grad(energies.sum(), x)
+            return energies.detach(), -grad, None
+        if box is None:
+            raise ValueError("stress needs a periodic box")
+        strain = torch.zeros_like(box, requires_grad=True)
+        deform = torch.eye(3, dtype=box.dtype, device=box.device) + 0.5 * (strain + strain.transpose(1, 2))
+        strained = torch.einsum("mk,mkl->ml", x, deform[batch])
+        energies = model(strained, species, batch, n_structures, box @ deform, pairs=pairs)
+        grad, dstrain = torch.autograd.grad(energies.sum(), (x, strain))
+    return energies.detach(), -grad, dstrain / torch.linalg.det(box).abs()[:, None, None]

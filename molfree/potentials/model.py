@@ -6,12 +6,16 @@ structures to per-structure energies; forces and stress follow by autograd.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from e3nn import nn as enn
 from e3nn import o3
 
 from ..neighbors import neighbor_list
+
+if TYPE_CHECKING:
+    from .energy import PotentialEnergy
 
 
 class BesselBasis(torch.nn.Module):

@@ -1,1 +1,4 @@
-"""molfree.ase: ASE calculators backed by molfree (filled by later issues)."""
+"""molfree.ase: ASE calculators backed by molfree."""
+from .calculator import MolfreeCalculator
+
+__all__ = ["MolfreeCalculator"]
