@@ -25,6 +25,99 @@ def _cmd_systems(args: argparse.Namespace) -> None:
     print(system.description)
 
 
+def _cmd_data_sample(args: argparse.Namespace) -> None:
+    from .workflows.potential_data import run_sample
+
+    run_sample(args.out, args.temperatures, args.frames, system=args.system, pdb=args.pdb, smiles=args.smiles,
+               forcefield=args.forcefield, interval_ps=args.interval_ps, seed=args.seed)
+
+
+def _cmd_data_label(args: argparse.Namespace) -> None:
+    from .workflows.potential_data import make_reference, run_label
+
+    reference = make_reference(args.reference, system=args.system, pdb=args.pdb, forcefield=args.forcefield,
+                               charge=args.charge, multiplicity=args.multiplicity, method=args.method)
+    run_label(args.input, args.out, reference, args.chunk_size)
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from .potentials.training import load_config, train
+
+    run_dir = args.run_dir or str(Path("runs") / f"train-{Path(args.config).stem}")
+    test = train(load_config(args.config), run_dir)["test"]
+    if test["loss"] is not None:
+        print(f"[molfree train] test energy MAE {test['energy_mae_mev_per_atom']:.2f} meV/atom, "
+              f"force MAE {test['force_mae_mev_per_angstrom']:.1f} meV/Å")
+    print(f"[molfree train] model, metrics.json and learning_curves.png in {run_dir}")
+
+
+def _cmd_solvation(args: argparse.Namespace) -> None:
+    import json
+    from pathlib import Path
+
+    from .freeenergy.hydration import SMILES_UNSUPPORTED, SamplingOptions, hydration_free_energy, solute_from_file
+
+    if args.method != "mbar":
+        raise ValueError(f"--method {args.method}: not implemented yet (neural TI is pending); use --method mbar")
+    if args.solvent != "tip3p":
+        raise ValueError(f"--solvent {args.solvent}: only tip3p is supported")
+    if args.smiles:
+        raise ValueError(SMILES_UNSUPPORTED)
+    options = SamplingOptions(iterations=args.iterations, steps_per_iteration=args.steps_per_iteration,
+                              equilibration_steps=args.equilibration_steps, threads=args.threads, seed=args.seed)
+    if args.solute_file:
+        solute, atoms = solute_from_file(args.solute_file, args.forcefield or [])
+        name = Path(args.solute_file).stem
+    else:
+        solute, atoms, name = args.solute or "methane", None, args.solute or "methane"
+    out = args.out or f"runs/solvation-{name}"
+    result = hydration_free_energy(solute, atoms, out=out, n_electrostatics=args.n_electrostatics,
+                                   n_sterics=args.n_sterics, options=options, progress=not args.json)
+    if args.json:
+        print(json.dumps({"dG_kcal_mol": result.dG_kcal_mol, "error_kcal_mol": result.error_kcal_mol,
+                          "method": "mbar", "solute": name, "solvent": args.solvent,
+                          "temperature_K": result.temperature, "run_dir": out,
+                          "min_neighbour_overlap": min(result.solvent.neighbour_overlap)}))
+    else:
+        print(f"[molfree solvation] ΔG_hyd({name}, {args.solvent}) = {result.dG_kcal_mol:.2f} ± "
+              f"{result.error_kcal_mol:.2f} kcal/mol (MBAR, {result.temperature:g} K); report in {out}/report.md")
+
+
+def _add_data_parser(sub) -> None:
+    data = sub.add_parser("data", help="training data for neural potentials: sample configurations, label them")
+    data_sub = data.add_subparsers(dest="data_command", metavar="STEP", required=True)
+
+    sample = data_sub.add_parser("sample", help="configurations from OpenMM MD (system or PDB) or RDKit (SMILES)")
+    source = sample.add_mutually_exclusive_group(required=True)
+    source.add_argument("--system", help="named system (see: molfree systems)")
+    source.add_argument("--pdb", help="PDB file, parametrised with --forcefield")
+    source.add_argument("--smiles", help="SMILES: perturbed RDKit/MMFF conformers (not a Boltzmann sample)")
+    sample.add_argument("--temperatures", type=float, nargs="+", default=[300.0], help="K (default: 300)")
+    sample.add_argument("--frames", type=int, default=100, help="frames per temperature (default: 100)")
+    sample.add_argument("--interval-ps", type=float, default=0.5, help="MD time between frames (default: 0.5)")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--out", required=True, help="extended-XYZ output (Å)")
+    sample.set_defaults(func=_cmd_data_sample)
+
+    label = data_sub.add_parser("label", help="reference energies and forces (resumable in chunks)")
+    label.add_argument("input", help="extended-XYZ file of structures")
+    label.add_argument("--reference", choices=("xtb", "openmm"), required=True)
+    label.add_argument("--system", help="openmm: named system whose force field labels the data")
+    label.add_argument("--pdb", help="openmm: PDB file parametrised with --forcefield")
+    label.add_argument("--method", default="GFN2-xTB", help="xtb: tblite method (default: GFN2-xTB)")
+    label.add_argument("--charge", type=int, default=0, help="xtb: total charge in e (default: 0)")
+    label.add_argument("--multiplicity", type=int, default=1, help="xtb: spin multiplicity 2S+1 (default: 1)")
+    label.add_argument("--chunk-size", type=int, default=50, help="structures per part file (default: 50)")
+    label.add_argument("--out", required=True, help="labelled extended-XYZ output (eV, eV/Å)")
+    label.set_defaults(func=_cmd_data_label)
+
+    for parser in (sample, label):
+        parser.add_argument("--forcefield", nargs="+",
+                            help="OpenMM force-field files for --pdb (default: amber14-all.xml amber14/tip3p.xml)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="molfree",
@@ -42,6 +135,33 @@ def build_parser() -> argparse.ArgumentParser:
     sys_ = sub.add_parser("systems", help="list the shipped systems, or describe one")
     sys_.add_argument("name", nargs="?", help="system name")
     sys_.set_defaults(func=_cmd_systems)
+
+    _add_data_parser(sub)
+
+    train = sub.add_parser("train", help="train an equivariant potential from a YAML config")
+    train.add_argument("config", help="YAML config (keys: see molfree.potentials.training)")
+    train.add_argument("--run-dir", help="run directory; reruns resume from its checkpoint "
+                                         "(default: runs/train-<config name>)")
+    train.set_defaults(func=_cmd_train)
+
+    solvation = sub.add_parser("solvation", help="hydration free energy by alchemical decoupling (HREX + MBAR)")
+    source = solvation.add_mutually_exclusive_group()
+    source.add_argument("--solute", help="shipped solute (default: methane)")
+    source.add_argument("--solute-file", help="PDB or SDF solute, parametrised with --forcefield")
+    source.add_argument("--smiles", help="not supported (needs conda-only openff-toolkit/AmberTools)")
+    solvation.add_argument("--forcefield", nargs="+", help="OpenMM force-field XML file(s) for --solute-file")
+    solvation.add_argument("--solvent", default="tip3p", help="solvent model (default: tip3p)")
+    solvation.add_argument("--method", default="mbar", choices=("mbar", "neural-ti", "both"))
+    solvation.add_argument("--iterations", type=int, default=1000, help="replica-exchange iterations (default: 1000)")
+    solvation.add_argument("--steps-per-iteration", type=int, default=500, help="2 fs steps (default: 500)")
+    solvation.add_argument("--equilibration-steps", type=int, default=5000, help="per replica (default: 5000)")
+    solvation.add_argument("--n-electrostatics", type=int, default=3, help="λ_elec states (default: 3)")
+    solvation.add_argument("--n-sterics", type=int, default=9, help="λ_sterics states (default: 9)")
+    solvation.add_argument("--threads", type=int, help="CPU threads (default: all)")
+    solvation.add_argument("--seed", type=int)
+    solvation.add_argument("--out", help="run directory; reruns resume (default: runs/solvation-<solute>)")
+    solvation.add_argument("--json", action="store_true", help="print the result as JSON")
+    solvation.set_defaults(func=_cmd_solvation)
     return parser
 
 
