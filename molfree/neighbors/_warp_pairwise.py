@@ -13,13 +13,12 @@ the same order (``dE/dx [B, N, 3]``, ``dE/dbox [B, 3, 3]``, ``dE/dlambda [B]``).
 """
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import torch
-import warp as wp
 
 from ..units import ONE_4PI_EPS0
+from ._warp import wp
 
 Tensor = torch.Tensor
 
@@ -266,11 +265,6 @@ for _scalar, _vec, _mat in _WARP_TYPES.values():
 # --------------------------------------------------------------------------------------------
 
 
-@functools.cache
-def _init_warp() -> None:
-    wp.init()
-
-
 def _launch(kernel, positions: Tensor, box: Tensor, pairs: tuple[Tensor, Tensor, Tensor],
             parameters: list, outputs: list[Tensor]) -> None:
     """Launch ``kernel(x, box, i, j, shifts, n_atoms, *parameters, energy, grad_x, grad_box, *rest)``.
@@ -279,7 +273,6 @@ def _launch(kernel, positions: Tensor, box: Tensor, pairs: tuple[Tensor, Tensor,
     precision of ``positions``); ``outputs`` are ``energy [B]``, ``grad_x [B, N, 3]``,
     ``grad_box [B, 3, 3]`` and any further per-configuration outputs ``[B]``, zero-initialised.
     """
-    _init_warp()
     scalar, vec, mat = _WARP_TYPES[positions.dtype]
     device = wp.device_from_torch(positions.device)
     stream = wp.stream_from_torch(positions.device) if device.is_cuda else None

@@ -24,7 +24,11 @@ import numpy as np
 import torch
 
 from ..checks import as_box, as_positions, check_cutoff
-from ._warp_pairwise import coulomb_reaction_field_op, lennard_jones_op, softcore_lennard_jones_op
+from ._warp_pairwise import (
+    coulomb_reaction_field_op,
+    lennard_jones_op,
+    softcore_lennard_jones_op,
+)
 
 Tensor = torch.Tensor
 
