@@ -118,6 +118,51 @@ def _add_data_parser(sub) -> None:
                             help="OpenMM force-field files for --pdb (default: amber14-all.xml amber14/tip3p.xml)")
 
 
+def _cmd_bg_train(args: argparse.Namespace) -> None:
+    from .workflows.bg import BGSetup, run_train, summary
+
+    overrides = {key: value for key, value in (
+        ("system", args.system), ("temperature", args.temperature), ("reference_ps", args.reference_ps),
+        ("ml_steps", args.ml_steps), ("kl_steps", args.kl_steps), ("n_samples", args.samples),
+        ("seed", args.seed), ("threads", args.threads)) if value is not None}
+    if args.temperature is not None:
+        overrides["replica_temperatures"] = [args.temperature * f for f in (1.0, 1.3, 1.667, 2.167)]
+    setup = BGSetup.quick(**overrides) if args.quick else BGSetup(**overrides)
+    out = args.out or f"runs/bg-{setup.system}{'-quick' if args.quick else ''}"
+    print(summary(run_train(setup, out)))
+    print(f"[molfree bg train] samples, weights, ramachandran.png, metrics.json and report.md in {out}")
+
+
+def _cmd_bg_sample(args: argparse.Namespace) -> None:
+    from .workflows.bg import run_sample, summary
+
+    print(summary(run_sample(args.run_dir, args.samples)))
+    print(f"[molfree bg sample] samples.dcd, log_weights.npy, metrics.json and report.md rewritten in {args.run_dir}")
+
+
+def _add_bg_parser(sub) -> None:
+    bg = sub.add_parser("bg", help="Boltzmann generator for alanine dipeptide: train, sample")
+    bg_sub = bg.add_subparsers(dest="bg_command", metavar="STEP", required=True)
+    train = bg_sub.add_parser("train", help="reference replica exchange, ML then ML+KL training, samples, metrics "
+                                            "(reruns resume)")
+    train.add_argument("--system", choices=("alanine-dipeptide-implicit", "alanine-dipeptide-vacuum"),
+                       help="default: alanine-dipeptide-implicit (amber96 + OBC1, no constraints)")
+    train.add_argument("--temperature", type=float, help="K (default: 300; replicas at 1, 1.3, 1.67, 2.17 × T)")
+    train.add_argument("--quick", action="store_true", help="a few-minute CPU setup")
+    train.add_argument("--reference-ps", type=float, help="replica-exchange length per replica, ps")
+    train.add_argument("--ml-steps", type=int, help="maximum-likelihood steps")
+    train.add_argument("--kl-steps", type=int, help="ML + reverse-KL steps")
+    train.add_argument("--samples", type=int, help="flow samples to draw")
+    train.add_argument("--seed", type=int)
+    train.add_argument("--threads", type=int, help="torch threads (default: 1)")
+    train.add_argument("--out", help="run directory (default: runs/bg-<system>[-quick])")
+    train.set_defaults(func=_cmd_bg_train)
+    sample = bg_sub.add_parser("sample", help="draw new samples from a trained run; rewrite its metrics and report")
+    sample.add_argument("--run-dir", required=True, help="directory of a `molfree bg train` run")
+    sample.add_argument("--samples", type=int, help="number of samples (default: the run's setting)")
+    sample.set_defaults(func=_cmd_bg_sample)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="molfree",
@@ -137,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     sys_.set_defaults(func=_cmd_systems)
 
     _add_data_parser(sub)
+    _add_bg_parser(sub)
 
     train = sub.add_parser("train", help="train an equivariant potential from a YAML config")
     train.add_argument("config", help="YAML config (keys: see molfree.potentials.training)")
