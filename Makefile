@@ -19,7 +19,9 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 demo: setup
-	$(VENV)/bin/molfree demo
+	$(VENV)/bin/molfree demo --out runs/demo
+	$(PY) benchmarks/neighbors.py --quick | tee runs/demo/neighbors-benchmark.txt
+	@echo "demo results: $(CURDIR)/runs/demo (report.md, metrics.json, ramachandran.png, neighbors-benchmark.txt)"
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -27,8 +29,17 @@ test: setup
 test-all: setup
 	$(PY) -m pytest
 
-bench: setup
+# mace-torch pins its own e3nn, so the MACE anchor lives in its own venv.
+MACE_VENV := .venv-mace
+$(MACE_VENV)/.installed:
+	$(PYTHON) -m venv $(MACE_VENV)
+	$(MACE_VENV)/bin/pip install --quiet "$(TORCH_SPEC)" mace-torch==0.3.16
+	touch $@
+
+bench: setup $(MACE_VENV)/.installed
 	$(PY) benchmarks/neighbors.py
+	$(PY) benchmarks/potentials.py
+	$(PY) benchmarks/bg_alanine.py --quick
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(MACE_VENV) runs .pytest_cache
