@@ -12,7 +12,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
 from ase import units
 from ase.build import molecule
 from ase.md import MDLogger
@@ -20,17 +19,7 @@ from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import thermalize_momenta
 from ase.optimize import BFGS
 from molfree.ase import MolfreeCalculator
-
-
-def demo_model(path: Path) -> Path:
-    """Save a small untrained model (H, C, N, O; cutoff 0.4 nm) to ``path``."""
-    from molfree.potentials import EquivariantPotential
-
-    print("!" * 78 + "\n!! NO MODEL GIVEN: using an UNTRAINED demo model. Energies are meaningless. !!\n" + "!" * 78)
-    torch.manual_seed(0)
-    model = EquivariantPotential(["H", "C", "N", "O"], cutoff=0.4, channels=8, l_max=1, n_layers=2)
-    model.energy_scale.fill_(0.1)
-    return model.save(path, metadata={"note": "untrained demo model"})
+from _demo_model import demo_model  # examples/_demo_model.py
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -13,21 +13,10 @@ import tempfile
 from importlib import resources
 from pathlib import Path
 
-import torch
 from openmm import LangevinMiddleIntegrator, Platform, unit
 from openmm.app import PDBFile, Simulation, StateDataReporter
 from openmmml import MLPotential  # 'molfree' is registered through molfree's entry point
-
-
-def demo_model(path: Path) -> Path:
-    """Save a small untrained model (H, C, N, O; cutoff 0.4 nm) to ``path``."""
-    from molfree.potentials import EquivariantPotential
-
-    print("!" * 78 + "\n!! NO MODEL GIVEN: using an UNTRAINED demo model. Energies are meaningless. !!\n" + "!" * 78)
-    torch.manual_seed(0)
-    model = EquivariantPotential(["H", "C", "N", "O"], cutoff=0.4, channels=8, l_max=1, n_layers=2)
-    model.energy_scale.fill_(0.1)
-    return model.save(path, metadata={"note": "untrained demo model"})
+from _demo_model import demo_model  # examples/_demo_model.py
 
 
 def main(argv: list[str] | None = None) -> None:
