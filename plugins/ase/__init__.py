@@ -1,4 +1,5 @@
-"""molfree.ase: ASE calculators backed by molfree."""
+"""molfree.ase: ASE calculators backed by molfree, and generated configurations as ``Atoms``."""
 from .calculator import MolfreeCalculator
+from .generated import generated_atoms
 
-__all__ = ["MolfreeCalculator"]
+__all__ = ["MolfreeCalculator", "generated_atoms"]

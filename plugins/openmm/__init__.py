@@ -1,8 +1,10 @@
-"""molfree.openmm: OpenMM forces backed by molfree.
+"""molfree.openmm: OpenMM forces and moves backed by molfree.
 
 ``NeuralForce`` puts an equivariant potential into any System; ``molfree.openmm.mlpotential``
-registers it with openmm-ml as ``MLPotential('molfree', modelPath=...)`` (needs ``pip install openmmml``).
+registers it with openmm-ml as ``MLPotential('molfree', modelPath=...)`` (needs ``pip install openmmml``);
+``GeneratorMove`` adds exact Metropolis–Hastings independence moves from a generator to a Simulation.
 """
+from .generatormove import GeneratorMove
 from .neuralforce import NeuralForce, NeuralForceComputation
 
-__all__ = ["NeuralForce", "NeuralForceComputation"]
+__all__ = ["GeneratorMove", "NeuralForce", "NeuralForceComputation"]
