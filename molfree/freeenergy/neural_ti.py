@@ -1,0 +1,325 @@
+"""Neural thermodynamic integration (after Máté, Fleuret & Bereau, "Solvation free energies from neural TI").
+
+A λ-dependent reduced potential (kT)
+
+    u_θ(x, λ) = (1 − s_θ(λ)) u₀(x) + s_θ(λ) u₁(x) + λ(1 − λ) g_θ(x, λ)
+
+equals the physical endpoints u₀ and u₁ at λ = 0 and λ = 1 exactly by construction (s_θ is a learned
+monotone schedule with s(0) = 0 and s(1) = 1). It is trained by *target score matching* on the linear
+interpolant x_λ = (1 − λ) x₀ + λ x₁ (+ γ(λ) z) of independent endpoint samples x₀ ~ e^{−u₀}, x₁ ~ e^{−u₁}:
+for independent summands the interpolant's score is E[(a ∇log p₀(x₀) + b ∇log p₁(x₁)) / (a² + b²) | x_λ]
+with a = 1 − λ, b = λ, so −∇ₓu_θ is regressed on that target; nothing is simulated at intermediate λ.
+
+ΔF = ∫₀¹ ⟨∂u_θ/∂λ⟩_λ dλ by Gauss–Legendre quadrature (:func:`molfree.freeenergy.ti`). The samples at each
+node are drawn from the interpolant, as in the paper, and optionally refined by Metropolis-adjusted
+Langevin steps on u_θ(·, λ) itself, which removes the bias left by an imperfect fit.
+
+Shapes: samples are ``[B, *event]`` tensors (``[B, d]`` vectors or ``[B, N, 3]`` particles); potentials
+map them to ``[B]`` reduced energies (kT).
+"""
+from __future__ import annotations
+
+import io as _io
+import math
+import os
+from collections.abc import Callable
+from itertools import pairwise
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from .. import units
+from ..energy import Energy
+from ..io import atomic_write_bytes
+from .estimators import FreeEnergyResult, gauss_legendre_lambdas, ti
+
+Reduced = Callable[[Tensor], Tensor]
+
+
+def check_lambda(lam, like: Tensor) -> Tensor:
+    """λ as a tensor on ``like``'s dtype/device, broadcastable to ``[B]``; ValueError outside [0, 1] or NaN."""
+    lam = torch.as_tensor(lam, dtype=like.dtype, device=like.device)
+    if not torch.isfinite(lam).all() or (lam < 0).any() or (lam > 1).any():
+        raise ValueError(f"λ must lie in [0, 1], got {lam.detach().cpu().numpy().tolist()}")
+    return lam
+
+
+def _finite(u: Tensor, name: str) -> Tensor:
+    if not torch.isfinite(u).all():
+        raise ValueError(f"{name} returned NaN or infinite energies ({int((~torch.isfinite(u)).sum())} of {u.numel()})")
+    return u
+
+
+class Schedule(nn.Module):
+    """Learned monotone coupling schedule s(λ) = f(λ)/f(1), f a positive mixture of monotone bases.
+
+    Bases λ, λ², λ³, 1 − (1 − λ)², 1 − (1 − λ)³ all vanish at 0, so s(0) = 0 and s(1) = 1 exactly.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.raw = nn.Parameter(torch.zeros(5, dtype=torch.float64))
+
+    def _f(self, lam: Tensor) -> Tensor:
+        lam = lam.unsqueeze(-1)
+        basis = torch.cat([lam, lam**2, lam**3, 1 - (1 - lam) ** 2, 1 - (1 - lam) ** 3], -1)
+        return basis @ nn.functional.softplus(self.raw).to(lam.dtype)
+
+    def forward(self, lam: Tensor) -> Tensor:
+        return self._f(lam) / self._f(torch.ones_like(lam))
+
+
+def mlp(n_in: int, n_out: int, hidden: int, layers: int) -> nn.Sequential:
+    """A float64 SiLU multilayer perceptron with ``layers`` hidden layers of width ``hidden``."""
+    sizes = [n_in] + [hidden] * layers
+    modules: list[nn.Module] = []
+    for a, b in pairwise(sizes):
+        modules += [nn.Linear(a, b), nn.SiLU()]
+    return nn.Sequential(*modules, nn.Linear(hidden, n_out)).double()
+
+
+class MLPCorrection(nn.Module):
+    """g_θ(x, λ) for flat ``[B, d]`` (or any ``[B, *event]``, flattened) inputs: an MLP of (x, λ)."""
+
+    def __init__(self, dim: int, hidden: int = 64, layers: int = 3):
+        super().__init__()
+        self.net = mlp(dim + 1, 1, hidden, layers)
+
+    def forward(self, x: Tensor, lam: Tensor) -> Tensor:
+        flat = x.reshape(x.shape[0], -1)
+        return self.net(torch.cat([flat, lam.expand(flat.shape[0]).unsqueeze(-1).to(flat.dtype)], -1)).squeeze(-1)
+
+
+class PairCorrection(nn.Module):
+    """Permutation-invariant g_θ = Σ_pairs φ_θ(r_ij, λ)·(1 − r_ij/r_c)² over minimum-image distances.
+
+    Positions ``[B, N, 3]`` (nm) in an orthorhombic ``box`` (``[3]`` edge lengths, nm, or None);
+    ``solute`` restricts the sum to solute–other pairs (None: all pairs i < j).
+    """
+
+    def __init__(self, cutoff: float, box=None, solute: list[int] | None = None, hidden: int = 32):
+        super().__init__()
+        self.cutoff = float(cutoff)
+        self.register_buffer("box", None if box is None else torch.as_tensor(box, dtype=torch.float64))
+        self.solute = solute
+        self.phi = mlp(2, 1, hidden, 2)
+
+    def forward(self, x: Tensor, lam: Tensor) -> Tensor:
+        n = x.shape[1]
+        if self.solute is None:
+            i, j = torch.triu_indices(n, n, 1, device=x.device)
+        else:
+            others = torch.tensor([k for k in range(n) if k not in set(self.solute)], device=x.device)
+            i = torch.tensor(self.solute, device=x.device).repeat_interleave(others.numel())
+            j = others.repeat(len(self.solute))
+        d = x[:, j] - x[:, i]
+        if self.box is not None:
+            d = d - self.box.to(d.dtype) * torch.round(d / self.box.to(d.dtype))
+        r = d.norm(dim=-1)
+        features = torch.stack([r / self.cutoff, lam.expand_as(r).to(r.dtype)], -1)
+        envelope = torch.clamp(1 - r / self.cutoff, min=0) ** 2
+        return (self.phi(features).squeeze(-1) * envelope).sum(-1)
+
+
+class LambdaPotential(nn.Module):
+    """u_θ(x, λ) = (1 − s(λ)) u₀(x) + s(λ) u₁(x) + λ(1 − λ) g_θ(x, λ), in kT.
+
+    Args:
+        u0, u1: endpoint reduced potentials, ``[B, *event] -> [B]`` (kT), differentiable in x.
+        correction: the network g_θ (:class:`MLPCorrection`, :class:`PairCorrection`, …).
+    """
+
+    def __init__(self, u0: Reduced, u1: Reduced, correction: nn.Module):
+        super().__init__()
+        self.u0, self.u1 = u0, u1
+        self.schedule = Schedule()
+        self.correction = correction
+
+    def forward(self, x: Tensor, lam) -> Tensor:
+        """Reduced energies ``[B]`` (kT) of ``x`` ``[B, *event]`` at λ (scalar or ``[B]``)."""
+        lam = check_lambda(lam, x)
+        s = self.schedule(lam)
+        u0 = _finite(self.u0(x), "u0")
+        u1 = _finite(self.u1(x), "u1")
+        return (1 - s) * u0 + s * u1 + lam * (1 - lam) * self.correction(x, lam)
+
+    def dudl(self, x: Tensor, lam: float) -> Tensor:
+        """∂u_θ/∂λ ``[B]`` (kT) at fixed x, by autograd."""
+        with torch.enable_grad():
+            lam_t = check_lambda(lam, x).detach().expand(x.shape[0]).clone().requires_grad_(True)
+            (grad,) = torch.autograd.grad(self(x.detach(), lam_t).sum(), lam_t)
+        return grad
+
+    def score(self, x: Tensor, lam, create_graph: bool = False) -> tuple[Tensor, Tensor]:
+        """(u_θ ``[B]``, −∇ₓu_θ ``[B, *event]``) at λ."""
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            u = self(x, lam)
+            (grad,) = torch.autograd.grad(u.sum(), x, create_graph=create_graph)
+        return (u, -grad) if create_graph else (u.detach(), -grad)
+
+    def at(self, lam: float, temperature: float, dim: int = 3) -> LambdaEnergy:
+        """This potential at fixed λ as a :class:`molfree.Energy` (kJ/mol) at ``temperature`` (K)."""
+        return LambdaEnergy(self, lam, temperature, dim)
+
+
+class LambdaEnergy(Energy):
+    """A :class:`LambdaPotential` at fixed λ as an Energy: ``[B, N, dim]`` positions (nm) → kJ/mol.
+
+    The potential sees positions reshaped to ``[B, N·dim]`` when ``dim == 1`` (vector models) and as
+    ``[B, N, dim]`` otherwise; any box is the one the potential's network was built with.
+    """
+
+    def __init__(self, potential: LambdaPotential, lam: float, temperature: float, dim: int = 3):
+        super().__init__()
+        self.potential, self.dim, self.kt = potential, dim, units.kT(temperature)
+        self.lam = float(check_lambda(lam, torch.zeros((), dtype=torch.float64)))
+
+    def energy(self, positions: Tensor, box: Tensor | None) -> Tensor:
+        x = positions.reshape(positions.shape[0], -1) if self.dim == 1 else positions
+        return self.kt * self.potential(x, self.lam)
+
+
+def endpoint_score(u: Reduced, x: Tensor) -> Tensor:
+    """−∇ₓu ``[B, *event]`` of a reduced potential, by autograd."""
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(_finite(u(x), "endpoint potential").sum(), x)
+    return -grad
+
+
+def interpolate(x0: Tensor, x1: Tensor, lam: Tensor, box: Tensor | None = None, gamma: float = 0.0,
+                noise: Tensor | None = None) -> Tensor:
+    """x_λ = (1 − λ) x₀ + λ x₁ + γ λ(1 − λ) z for ``[B]`` λ; periodic-aware for an orthorhombic ``box``.
+
+    With a box, x₁ is first replaced by its image closest to x₀ and the result is wrapped into the box.
+    """
+    shape = (-1,) + (1,) * (x0.ndim - 1)
+    t = lam.reshape(shape)
+    if box is not None:
+        x1 = x0 + (x1 - x0) - box * torch.round((x1 - x0) / box)
+    x = (1 - t) * x0 + t * x1
+    if gamma and noise is not None:
+        x = x + gamma * t * (1 - t) * noise
+    return x - box * torch.floor(x / box) if box is not None else x
+
+
+def _tsm_target(s0: Tensor, s1: Tensor, lam: Tensor) -> Tensor:
+    shape = (-1,) + (1,) * (s0.ndim - 1)
+    a, b = (1 - lam).reshape(shape), lam.reshape(shape)
+    return (a * s0 + b * s1) / (a**2 + b**2)
+
+
+def _save(path: Path, state: dict) -> None:
+    buffer = _io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def train(potential: LambdaPotential, x0: Tensor, x1: Tensor, *, steps: int = 2000, batch_size: int = 256,
+          lr: float = 3e-3, box=None, checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 200,
+          progress: bool = True, seed: int = 0) -> list[float]:
+    """Train u_θ by target score matching on interpolants of ``[N₀, *event]`` / ``[N₁, *event]`` endpoint samples.
+
+    Endpoint scores are computed once; each step draws λ ~ U(0, 1) and independent x₀, x₁ pairs.
+    ``checkpoint``: file written atomically every ``checkpoint_every`` steps and at the end; an existing
+    one is resumed from. Returns the loss history of the steps run in this call.
+    """
+    if x0.ndim < 2 or x0.shape[1:] != x1.shape[1:]:
+        raise ValueError(f"endpoint samples must be [N, *event] with equal event shapes, got {x0.shape}, {x1.shape}")
+    box_t = None if box is None else torch.as_tensor(box, dtype=x0.dtype)
+    s0, s1 = endpoint_score(potential.u0, x0), endpoint_score(potential.u1, x1)
+    optimizer = torch.optim.Adam(potential.parameters(), lr=lr)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    generator = torch.Generator().manual_seed(seed)
+    start, path = 0, None if checkpoint is None else Path(checkpoint)
+    if path is not None and path.is_file():
+        state = torch.load(path, weights_only=False)
+        potential.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        generator.set_state(state["generator"])
+        start = int(state["step"])
+    losses = []
+    for step in tqdm(range(start, steps), desc="train neural TI", unit="step", disable=not progress,
+                     initial=start, total=steps):
+        i = torch.randint(x0.shape[0], (batch_size,), generator=generator)
+        j = torch.randint(x1.shape[0], (batch_size,), generator=generator)
+        lam = torch.rand(batch_size, generator=generator, dtype=x0.dtype)
+        x = interpolate(x0[i], x1[j], lam, box_t)
+        _, predicted = potential.score(x, lam, create_graph=True)
+        loss = ((predicted - _tsm_target(s0[i], s1[j], lam)) ** 2).flatten(1).sum(-1).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        losses.append(loss.item())
+        if path is not None and ((step + 1) % checkpoint_every == 0 or step + 1 == steps):
+            _save(path, {"model": potential.state_dict(), "optimizer": optimizer.state_dict(),
+                         "scheduler": scheduler.state_dict(), "generator": generator.get_state(), "step": step + 1})
+    return losses
+
+
+def mala(potential: LambdaPotential, x: Tensor, lam: float, steps: int, step_size: float = 1e-2,
+         box=None, seed: int = 0) -> tuple[Tensor, float]:
+    """Metropolis-adjusted Langevin on e^{−u_θ(·, λ)} from ``x`` ``[B, *event]``; returns (samples, acceptance).
+
+    The step size adapts towards 57 % acceptance during the first half of the steps and is then frozen.
+    With an orthorhombic ``box`` positions are wrapped (valid for steps much smaller than the box).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    box_t = None if box is None else torch.as_tensor(box, dtype=x.dtype)
+    h, accepted = step_size, 0.0
+    u, f = potential.score(x, lam)
+    shape = (-1,) + (1,) * (x.ndim - 1)
+    for step in range(steps):
+        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+        y = x + h * f + math.sqrt(2 * h) * noise
+        if box_t is not None:
+            y = y - box_t * torch.floor(y / box_t)
+        u_y, f_y = potential.score(y, lam)
+        back = x - y - h * f_y
+        fwd = y - x - h * f
+        if box_t is not None:
+            back, fwd = (v - box_t * torch.round(v / box_t) for v in (back, fwd))
+        log_q = (-(back**2).flatten(1).sum(-1) + (fwd**2).flatten(1).sum(-1)) / (4 * h)
+        accept = torch.log(torch.rand(x.shape[0], generator=generator, dtype=x.dtype)) < u - u_y + log_q
+        x = torch.where(accept.reshape(shape), y, x)
+        u = torch.where(accept, u_y, u)
+        f = torch.where(accept.reshape(shape), f_y, f)
+        rate = float(accept.double().mean())
+        if step < steps // 2:
+            h *= 1.05 if rate > 0.57 else 0.95
+        else:
+            accepted += rate / (steps - steps // 2)
+    return x.detach(), accepted
+
+
+def estimate(potential: LambdaPotential, x0: Tensor, x1: Tensor, *, n_lambdas: int = 12, n_samples: int = 1000,
+             langevin_steps: int = 0, step_size: float = 1e-2, box=None, seed: int = 0) -> FreeEnergyResult:
+    """ΔF = F₁ − F₀ (kT) = ∫⟨∂u_θ/∂λ⟩ dλ with Gauss–Legendre quadrature over ``n_lambdas`` nodes.
+
+    At each node ``n_samples`` interpolant samples of independent endpoint pairs are drawn and, if
+    ``langevin_steps`` > 0, refined by :func:`mala` on u_θ(·, λ). ``details`` records the λ nodes,
+    per-node means and errors, MALA acceptance and the number of u_θ evaluations.
+    """
+    lambdas = gauss_legendre_lambdas(n_lambdas)
+    generator = torch.Generator().manual_seed(seed)
+    box_t = None if box is None else torch.as_tensor(box, dtype=x0.dtype)
+    samples, acceptance = [], []
+    for k, lam in enumerate(lambdas):
+        i = torch.randint(x0.shape[0], (n_samples,), generator=generator)
+        j = torch.randint(x1.shape[0], (n_samples,), generator=generator)
+        x = interpolate(x0[i], x1[j], torch.full((n_samples,), float(lam), dtype=x0.dtype), box_t)
+        if langevin_steps:
+            x, rate = mala(potential, x, float(lam), langevin_steps, step_size, box, seed=seed + k + 1)
+            acceptance.append(rate)
+        samples.append(potential.dudl(x, float(lam)).detach().cpu().numpy())
+    result = ti(lambdas, samples, method="gauss-legendre", decorrelate=False)
+    evaluations = n_lambdas * n_samples * (langevin_steps + 2)
+    return FreeEnergyResult(result.delta_f, result.error, "neural-ti", result.n_samples,
+                            {**result.details, "lambdas": lambdas.tolist(), "acceptance": acceptance,
+                             "sampling": f"interpolant + {langevin_steps} MALA steps" if langevin_steps else "interpolant",
+                             "energy_evaluations": evaluations})
