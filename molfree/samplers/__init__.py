@@ -1,0 +1,38 @@
+"""Diffusion samplers of Boltzmann densities: Adjoint Sampling, its SDE, networks, metrics and an MCMC baseline."""
+from .adjoint import AdjointConfig, AdjointSampler, LogZEstimate, SampleResult, TrainResult
+from .mcmc import MCMCResult, equal_budget_metropolis, metropolis
+from .metrics import (
+                      aligned_w2,
+                      distance_w2,
+                      energy_w1,
+                      energy_w2,
+                      log_mean_exp,
+                      normalised_ess,
+                      reweighted_mean,
+                      wasserstein_1d,
+)
+from .networks import EGNNDrift, MLPDrift
+from .sde import GeometricSchedule, MemorylessSDE
+
+__all__ = [
+                      "AdjointConfig",
+                      "AdjointSampler",
+                      "EGNNDrift",
+                      "GeometricSchedule",
+                      "LogZEstimate",
+                      "MCMCResult",
+                      "MLPDrift",
+                      "MemorylessSDE",
+                      "SampleResult",
+                      "TrainResult",
+                      "aligned_w2",
+                      "distance_w2",
+                      "energy_w1",
+                      "energy_w2",
+                      "equal_budget_metropolis",
+                      "log_mean_exp",
+                      "metropolis",
+                      "normalised_ess",
+                      "reweighted_mean",
+                      "wasserstein_1d",
+]

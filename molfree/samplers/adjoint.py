@@ -1,0 +1,313 @@
+"""Adjoint Sampling (Havens et al. 2025): reciprocal adjoint matching with a replay buffer.
+
+For the memoryless process of :mod:`molfree.samplers.sde` the terminal cost is
+g(x) = E(x)/kT + ln p_ref(x) with p_ref = N(0, ν(1) I); the lean adjoint is constant along a
+path (the reference drift is zero), so the optimal control is u* = −σ(t) E[∇g(X₁) | X_t].
+Training alternates: simulate terminal points with the current drift, evaluate the
+(norm-clipped) energy gradient once per sample, store ``(x₁, −∇g(x₁))`` in a replay buffer,
+then regress ``v_θ(X_t, t)`` (u = σ v) onto ``−∇g(x₁)`` for X_t drawn from the reference
+Brownian bridge between 0 and x₁ — many regression steps per energy evaluation. Regressing
+``v = u/σ`` with t drawn half uniformly, half with density ∝ σ(t)², has the same minimiser as
+the paper's loss on ``u`` (a per-time reweighting of the same conditional expectation).
+"""
+from __future__ import annotations
+
+import io as _io
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ..energy import Energy
+from ..io import atomic_write_bytes
+from .metrics import log_mean_exp, normalised_ess
+from .sde import GeometricSchedule, MemorylessSDE
+
+
+@dataclass
+class AdjointConfig:
+    """Hyper-parameters (lengths in nm, the target's unit).
+
+    sigma_min, sigma_max: noise schedule; n_steps: Euler–Maruyama steps;
+    samples_per_iteration: new terminal samples (= energy evaluations) per iteration;
+    buffer_size: replay buffer capacity; train_steps_per_iteration, train_batch_size: regression steps;
+    lr: Adam learning rate; clip_param_grad: norm clip of the parameter gradient;
+    drift_length: ℓ of the drift's time profile (see :meth:`AdjointSampler._drift`), about the width
+    of the target's features; max_grad_norm: per-sample norm clip of ∇E/kT (1/nm), None for no clip;
+    com_free: sample in the centre-of-mass-free subspace (particle systems).
+    """
+
+    sigma_min: float = 0.01
+    sigma_max: float = 3.0
+    n_steps: int = 100
+    samples_per_iteration: int = 500
+    buffer_size: int = 10_000
+    train_steps_per_iteration: int = 50
+    train_batch_size: int = 512
+    lr: float = 1e-3
+    max_grad_norm: float | None = 100.0
+    clip_param_grad: float = 1.0
+    drift_length: float = 1.0
+    com_free: bool = False
+
+    def __post_init__(self):
+        for name in ("n_steps", "samples_per_iteration", "buffer_size", "train_steps_per_iteration",
+                     "train_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not (self.lr > 0 and self.clip_param_grad > 0 and self.drift_length > 0) or (
+                self.max_grad_norm is not None and not self.max_grad_norm > 0):
+            raise ValueError("lr, clip_param_grad, drift_length and max_grad_norm must be positive")
+
+
+@dataclass
+class TrainResult:
+    """Summary of a :meth:`AdjointSampler.train` call; counters are totals over resumes."""
+
+    iterations: int
+    energy_evaluations: int
+    wall_time_s: float
+    losses: list[float] = field(default_factory=list)
+
+
+@dataclass
+class SampleResult:
+    """Samples ``[n, N, dim]`` (nm), log importance weights ``[n]`` and reduced energies E/kT ``[n]``."""
+
+    samples: torch.Tensor
+    log_weights: torch.Tensor
+    reduced_energies: torch.Tensor
+    energy_evaluations: int
+
+
+@dataclass
+class LogZEstimate:
+    """ln Z on the sampled subspace: ``lower_bound`` = mean ln w, ``reweighted`` = ln mean w; ESS ∈ (0, 1]."""
+
+    lower_bound: float
+    reweighted: float
+    ess: float
+    n_samples: int
+    energy_evaluations: int
+
+
+class ReplayBuffer:
+    """FIFO store of terminal points ``[M, N, dim]`` and their regression targets ``[M, N, dim]``."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.x: torch.Tensor | None = None
+        self.target: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return 0 if self.x is None else self.x.shape[0]
+
+    def add(self, x: torch.Tensor, target: torch.Tensor) -> None:
+        """Append a batch and drop the oldest entries beyond capacity."""
+        if self.x is None:
+            self.x, self.target = x, target
+        else:
+            self.x, self.target = torch.cat([self.x, x]), torch.cat([self.target, target])
+        self.x, self.target = self.x[-self.capacity:], self.target[-self.capacity:]
+
+    def sample(self, n: int, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` entries drawn uniformly with replacement."""
+        idx = torch.randint(len(self), (n,), generator=generator)
+        return self.x[idx], self.target[idx]
+
+
+class AdjointSampler:
+    """Adjoint sampler of exp(−E/kT) for an :class:`~molfree.Energy` with fixed ``n_atoms`` and ``dim``.
+
+    Args:
+        energy: the target (kJ/mol, positions nm).
+        drift_net: ``v(x [B, N, dim], t [B]) -> [B, N, dim]`` (e.g. :class:`~.networks.EGNNDrift`).
+        temperature: K (``molfree.units.REDUCED_TEMPERATURE`` for kT = 1 kJ/mol).
+        config: :class:`AdjointConfig`.
+        seed: seeds the sampler's random generator.
+
+    Every result reports ``energy_evaluations``: the running total of energy (and gradient)
+    evaluations of the target made by this sampler, across checkpoints.
+    """
+
+    def __init__(self, energy: Energy, drift_net: torch.nn.Module, temperature: float,
+                 config: AdjointConfig | None = None, seed: int = 0):
+        if energy.n_atoms is None:
+            raise ValueError("the energy must have a fixed number of particles (n_atoms)")
+        if not temperature > 0:
+            raise ValueError(f"temperature must be positive (K), got {temperature!r}")
+        self.energy = energy
+        self.net = drift_net
+        self.temperature = float(temperature)
+        self.config = config or AdjointConfig()
+        self.shape = (energy.n_atoms, energy.dim)
+        self.sde = MemorylessSDE(GeometricSchedule(self.config.sigma_min, self.config.sigma_max),
+                                 com_free=self.config.com_free, n_steps=self.config.n_steps)
+        self.buffer = ReplayBuffer(self.config.buffer_size)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=self.config.lr)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.iterations = 0
+        self.energy_evaluations = 0
+        self.wall_time_s = 0.0
+
+    # -- target -------------------------------------------------------------------------------------------
+
+    def reduced_energy(self, x: torch.Tensor) -> torch.Tensor:
+        """E/kT ``[B]`` of positions ``[B, N, dim]`` in float64 (+inf for non-finite positions, which
+        are not evaluated); counts the evaluations."""
+        finite = torch.isfinite(x).flatten(1).all(1)
+        self.energy_evaluations += int(finite.sum())
+        out = torch.full((x.shape[0],), math.inf, dtype=torch.float64)
+        with torch.no_grad():
+            out[finite] = self.energy.reduced(x[finite].double(), temperature=self.temperature)
+        return out
+
+    def _reduced_gradient(self, x: torch.Tensor) -> torch.Tensor:
+        """∇(E/kT) ``[B, N, dim]`` (1/nm), norm-clipped per sample; counts ``B`` evaluations."""
+        self.energy_evaluations += x.shape[0]
+        with torch.enable_grad():
+            xd = x.detach().double().requires_grad_(True)
+            (grad,) = torch.autograd.grad(self.energy.reduced(xd, temperature=self.temperature).sum(), xd)
+        grad = self.sde.project(grad)
+        if self.config.max_grad_norm is not None:
+            norm = grad.flatten(1).norm(dim=1).clamp_min(1e-30)[:, None, None]
+            grad = grad * (self.config.max_grad_norm / norm).clamp(max=1.0)
+        return grad.to(x.dtype)
+
+    # -- training -----------------------------------------------------------------------------------------
+
+    def _shrink(self, t: torch.Tensor) -> torch.Tensor:
+        """c(t) = ℓ² / (ℓ² + ν(1) − ν(t)) ∈ (0, 1], ``[B]`` float64."""
+        ell2 = self.config.drift_length**2
+        return ell2 / (ell2 + self.sde.terminal_variance() - self.sde.schedule.variance(t.double()))
+
+    def _drift(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """v(x, t) = c(t) net(x, t), ``[B, N, dim]`` (1/nm).
+
+        The optimal v* = (E[X₁ | X_t = x] − x)/(ν(1) − ν(t)) shrinks at early, high-noise times; the
+        factor gives the network that shape, so a step s² v stays stable (s² ≲ 0.3 (ν(1) − ν(t)))
+        while the network is still poor.
+        """
+        return self.sde.project(self.net(x, t)) * self._shrink(t).to(x.dtype)[:, None, None]
+
+    def _collect(self) -> None:
+        """Simulate new terminal points, evaluate their gradients once, fill the buffer."""
+        x1, _ = self.sde.simulate(self._drift, self.config.samples_per_iteration, self.shape,
+                                  generator=self.generator)
+        x1 = x1[torch.isfinite(x1).flatten(1).all(1)]
+        grad = self._reduced_gradient(x1)
+        target = x1 / self.sde.terminal_variance() - grad  # −∇g = −∇E/kT − ∇ ln p_ref
+        finite = torch.isfinite(target).flatten(1).all(1)
+        self.buffer.add(x1[finite], target[finite])
+
+    def _training_times(self, n: int) -> torch.Tensor:
+        """Times ``[n]`` from ½ U(0, 1) + ½ (density ∝ σ(t)²): the early, high-noise times carry most of
+        the path KL ½ E ∫ σ² ‖v − v*‖² dt, the late ones the fine structure."""
+        u = torch.rand(n, generator=self.generator, dtype=torch.float64)
+        by_variance = self.sde.schedule.time_of_variance(u * self.sde.terminal_variance())
+        return torch.where(torch.rand(n, generator=self.generator) < 0.5, u, by_variance)
+
+    def _regress(self) -> float:
+        """One adjoint-matching step on a replay-buffer batch; returns the loss."""
+        x1, target = self.buffer.sample(self.config.train_batch_size, self.generator)
+        t = self._training_times(x1.shape[0]).to(x1.dtype)
+        xt = self.sde.bridge(x1, t, self.generator)
+        # weight 1/c(t) partly undoes the c² damping of the network's gradient at early times
+        loss = ((self._drift(xt, t) - target).pow(2).sum((-1, -2)) / self._shrink(t).to(xt.dtype)).mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.config.clip_param_grad)
+        self.optimizer.step()
+        return float(loss.detach())
+
+    def train(self, max_energy_evaluations: int | None = None, max_iterations: int | None = None,
+              checkpoint: str | Path | None = None, checkpoint_every: int = 50, progress: bool = True) -> TrainResult:
+        """Train until the total energy evaluations or iterations reach the given budgets.
+
+        Budgets are totals, so calling again after :meth:`load` resumes towards the same budget.
+        ``checkpoint`` is written atomically every ``checkpoint_every`` iterations and at the end.
+        """
+        if max_energy_evaluations is None and max_iterations is None:
+            raise ValueError("give max_energy_evaluations and/or max_iterations")
+        cfg = self.config
+
+        def done() -> bool:
+            return ((max_iterations is not None and self.iterations >= max_iterations) or
+                    (max_energy_evaluations is not None and
+                     self.energy_evaluations + cfg.samples_per_iteration > max_energy_evaluations))
+
+        losses: list[float] = []
+        start = time.perf_counter()
+        bar = tqdm(total=max_energy_evaluations or max_iterations, initial=min(
+            self.energy_evaluations if max_energy_evaluations else self.iterations,
+            max_energy_evaluations or max_iterations), disable=not progress, desc="adjoint sampling",
+            unit="evals" if max_energy_evaluations else "it")
+        while not done():
+            before = self.energy_evaluations
+            self._collect()
+            loss = sum(self._regress() for _ in range(cfg.train_steps_per_iteration)) / cfg.train_steps_per_iteration
+            losses.append(loss)
+            self.iterations += 1
+            bar.update(self.energy_evaluations - before if max_energy_evaluations else 1)
+            bar.set_postfix(loss=f"{loss:.3g}", evals=self.energy_evaluations)
+            if checkpoint is not None and self.iterations % checkpoint_every == 0:
+                self.wall_time_s += time.perf_counter() - start
+                start = time.perf_counter()
+                self.save(checkpoint)
+        bar.close()
+        self.wall_time_s += time.perf_counter() - start
+        if checkpoint is not None:
+            self.save(checkpoint)
+        return TrainResult(self.iterations, self.energy_evaluations, self.wall_time_s, losses)
+
+    # -- sampling and estimates ---------------------------------------------------------------------------
+
+    def sample(self, n: int, n_steps: int | None = None, batch_size: int = 2000) -> SampleResult:
+        """``n`` samples with importance log-weights (counts ``n`` energy evaluations)."""
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        xs, logws, us = [], [], []
+        for i in range(0, n, batch_size):
+            x1, log_ratio = self.sde.simulate(self._drift, min(batch_size, n - i), self.shape, n_steps,
+                                              generator=self.generator)
+            u = self.reduced_energy(x1)
+            xs.append(x1)
+            us.append(u)
+            logws.append(self.sde.log_weights(x1, log_ratio, u))
+        return SampleResult(torch.cat(xs), torch.cat(logws), torch.cat(us), self.energy_evaluations)
+
+    def log_z(self, n: int = 10_000, n_steps: int | None = None) -> LogZEstimate:
+        """ln Z of exp(−E/kT) from ``n`` weighted samples: ELBO lower bound and the reweighted estimate."""
+        logw = self.sample(n, n_steps).log_weights
+        return LogZEstimate(float(logw.mean()), float(log_mean_exp(logw)), float(normalised_ess(logw)), n,
+                            self.energy_evaluations)
+
+    # -- checkpoints --------------------------------------------------------------------------------------
+
+    def save(self, path: str | Path) -> Path:
+        """Write network, optimiser, buffer, counters and RNG state atomically to ``path``."""
+        state = {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "buffer": (self.buffer.x, self.buffer.target), "iterations": self.iterations,
+                 "energy_evaluations": self.energy_evaluations, "wall_time_s": self.wall_time_s,
+                 "generator": self.generator.get_state(), "config": asdict(self.config),
+                 "temperature": self.temperature}
+        data = _io.BytesIO()
+        torch.save(state, data)
+        return atomic_write_bytes(path, data.getvalue())
+
+    def load(self, path: str | Path) -> AdjointSampler:
+        """Restore a :meth:`save` checkpoint (same network architecture and config) to resume or sample."""
+        state = torch.load(path, weights_only=False)
+        if state["config"] != asdict(self.config) or not math.isclose(state["temperature"], self.temperature):
+            raise ValueError(f"checkpoint {path} was written with a different config or temperature")
+        self.net.load_state_dict(state["net"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.buffer.x, self.buffer.target = state["buffer"]
+        self.iterations = state["iterations"]
+        self.energy_evaluations = state["energy_evaluations"]
+        self.wall_time_s = state["wall_time_s"]
+        self.generator.set_state(state["generator"])
+        return self
