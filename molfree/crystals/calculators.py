@@ -1,0 +1,259 @@
+"""Named ASE calculators for crystals (eV, Å): pair potentials on molfree's neighbor list, EMT,
+Tersoff silicon, CHGNet and molfree model files.
+
+``make_calculator(name, symbols)`` is the single entry point; ``name`` is one of :data:`NAMES`
+or the path of a molfree model file.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Protocol
+
+import numpy as np
+import torch
+from ase import Atoms
+from ase.calculators.calculator import Calculator, all_changes
+from ase.data import atomic_numbers, covalent_radii
+from ase.stress import full_3x3_to_voigt_6_stress
+from scipy.special import erfc
+
+from .. import units
+from ..neighbors import neighbor_list
+
+__all__ = [
+    "NAMES",
+    "BornMayer",
+    "DSFCoulomb",
+    "LennardJones",
+    "PairCalculator",
+    "PairTerm",
+    "lennard_jones",
+    "make_calculator",
+    "nacl_born_mayer",
+    "tersoff_si",
+]
+
+NAMES = ("lj", "emt", "tersoff", "born-mayer", "chgnet")
+
+#: Coulomb constant e²/(4πε0) in eV Å, from molfree's kJ nm/(mol e²) value.
+COULOMB_EV_ANGSTROM = units.ONE_4PI_EPS0 * units.KJ_PER_MOL_TO_EV * units.NM_TO_ANGSTROM
+
+
+class PairTerm(Protocol):
+    """One pair-potential term: pair energies plus a volume-dependent background."""
+
+    def pairs(self, zi: np.ndarray, zj: np.ndarray, r: np.ndarray, cutoff: float) -> tuple[np.ndarray, np.ndarray]:
+        """Energies (eV) and dE/dr (eV/Å) of pairs of atomic numbers at distances ``r`` < ``cutoff`` (Å)."""
+
+    def background(self, numbers: np.ndarray, volume: float, cutoff: float) -> tuple[float, float]:
+        """Energy (eV) not in the pair sum and its volume derivative dE/dV (eV/Å³)."""
+
+
+@dataclass
+class LennardJones:
+    """4ε[(σ/r)¹² − (σ/r)⁶] with Lorentz–Berthelot mixing and the analytic tail beyond the cutoff.
+
+    Args:
+        params: element symbol -> (ε in eV, σ in Å).
+        tail: add the uniform-density tail correction (2π/V) Σ_ij 4ε[σ¹²/(9r_c⁹) − σ⁶/(3r_c³)].
+    """
+
+    params: dict[str, tuple[float, float]]
+    tail: bool = True
+
+    def _mixed(self, zi: np.ndarray, zj: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        table = np.zeros((119, 2))
+        for symbol, (eps, sigma) in self.params.items():
+            table[atomic_numbers[symbol]] = eps, sigma
+        return np.sqrt(table[zi, 0] * table[zj, 0]), 0.5 * (table[zi, 1] + table[zj, 1])
+
+    def pairs(self, zi, zj, r, cutoff):
+        eps, sigma = self._mixed(zi, zj)
+        s6 = (sigma / r) ** 6
+        return 4 * eps * (s6 * s6 - s6), 4 * eps * (-12 * s6 * s6 + 6 * s6) / r
+
+    def background(self, numbers, volume, cutoff):
+        if not self.tail:
+            return 0.0, 0.0
+        zi, zj = np.meshgrid(numbers, numbers)
+        eps, sigma = self._mixed(zi.ravel(), zj.ravel())
+        energy = 2 * math.pi / volume * np.sum(4 * eps * (sigma**12 / (9 * cutoff**9) - sigma**6 / (3 * cutoff**3)))
+        return float(energy), float(-energy / volume)
+
+
+@dataclass
+class BornMayer:
+    """Short-range repulsion A exp(−r/ρ) between the element pairs listed (A in eV, ρ in Å)."""
+
+    params: dict[tuple[str, str], tuple[float, float]]
+
+    def pairs(self, zi, zj, r, cutoff):
+        a = np.zeros_like(r)
+        rho = np.ones_like(r)
+        for (s1, s2), (amp, length) in self.params.items():
+            z1, z2 = atomic_numbers[s1], atomic_numbers[s2]
+            mask = ((zi == z1) & (zj == z2)) | ((zi == z2) & (zj == z1))
+            a[mask], rho[mask] = amp, length
+        energy = a * np.exp(-r / rho)
+        return energy, -energy / rho
+
+    def background(self, numbers, volume, cutoff):
+        return 0.0, 0.0
+
+
+@dataclass
+class DSFCoulomb:
+    """Damped shifted-force Coulomb (Fennell & Gezelter 2006): energy and force go to zero at the
+    cutoff and the self term makes lattice sums converge to the Ewald (Madelung) values.
+
+    Args:
+        charges: element symbol -> charge (e).
+        alpha: damping parameter (1/Å).
+    """
+
+    charges: dict[str, float]
+    alpha: float = 0.2
+
+    def _q(self, z: np.ndarray) -> np.ndarray:
+        table = np.zeros(119)
+        for symbol, q in self.charges.items():
+            table[atomic_numbers[symbol]] = q
+        return table[z]
+
+    def pairs(self, zi, zj, r, cutoff):
+        rc, a = cutoff, self.alpha
+        qq = COULOMB_EV_ANGSTROM * self._q(zi) * self._q(zj)
+        erfc_rc = erfc(a * rc) / rc
+        force_rc = erfc_rc / rc + 2 * a / math.sqrt(math.pi) * math.exp(-a * a * rc * rc) / rc
+        energy = qq * (erfc(a * r) / r - erfc_rc + force_rc * (r - rc))
+        de_dr = qq * (-erfc(a * r) / r**2 - 2 * a / math.sqrt(math.pi) * np.exp(-a * a * r * r) / r + force_rc)
+        return energy, de_dr
+
+    def background(self, numbers, volume, cutoff):
+        rc = cutoff
+        q2 = float(np.sum(self._q(numbers) ** 2))
+        return -COULOMB_EV_ANGSTROM * q2 * (erfc(self.alpha * rc) / (2 * rc) + self.alpha / math.sqrt(math.pi)), 0.0
+
+
+class PairCalculator(Calculator):
+    """ASE calculator summing :class:`PairTerm` s over molfree's periodic neighbor list.
+
+    Args:
+        terms: pair terms to add up.
+        cutoff: pair cutoff (Å); images beyond the box are included, so it may exceed the cell.
+    Results: ``energy``/``free_energy`` (eV), ``forces`` (eV/Å), ``stress`` (Voigt, eV/Å³).
+    """
+
+    implemented_properties: ClassVar[list[str]] = ["energy", "free_energy", "forces", "stress"]
+
+    def __init__(self, terms: list[PairTerm], cutoff: float, **kwargs):
+        super().__init__(**kwargs)
+        self.terms = list(terms)
+        self.cutoff = float(cutoff)
+
+    def calculate(self, atoms: Atoms | None = None, properties=("energy",), system_changes=all_changes) -> None:
+        from molfree.ase.calculator import reduced_frame
+
+        super().calculate(atoms, properties, system_changes)
+        atoms = self.atoms
+        if not atoms.pbc.all():
+            raise ValueError("PairCalculator needs a fully periodic crystal")
+        q, box = reduced_frame(atoms.cell.array)
+        pos = atoms.positions @ q
+        nl = neighbor_list(torch.from_numpy(pos * units.ANGSTROM_TO_NM),
+                           self.cutoff * units.ANGSTROM_TO_NM, box=torch.from_numpy(box * units.ANGSTROM_TO_NM))
+        i, j, shifts = nl.i.numpy(), nl.j.numpy(), nl.shifts.numpy().astype(float)
+        vec = (pos[j] - pos[i] + shifts @ box) @ q.T
+        r = np.linalg.norm(vec, axis=1)
+        volume = atoms.get_volume()
+        energy, virial, de_dv = 0.0, np.zeros((3, 3)), 0.0
+        forces = np.zeros((len(atoms), 3))
+        for term in self.terms:
+            e_bg, dv = term.background(atoms.numbers, volume, self.cutoff)
+            e, de_dr = term.pairs(atoms.numbers[i], atoms.numbers[j], r, self.cutoff)
+            energy += e_bg + float(e.sum())
+            de_dv += dv
+            fvec = (de_dr / r)[:, None] * vec
+            np.add.at(forces, i, fvec)
+            np.add.at(forces, j, -fvec)
+            virial += fvec.T @ vec
+        stress = virial / volume + de_dv * np.eye(3)
+        self.results = {"energy": energy, "free_energy": energy, "forces": forces,
+                        "stress": full_3x3_to_voigt_6_stress(stress)}
+
+
+#: LJ (ε eV, σ Å) of the rare gases (Bernardes 1958 / Pollack 1964 fits).
+LJ_PARAMS = {"Ne": (0.00312, 2.74), "Ar": (0.0104, 3.40), "Kr": (0.0140, 3.65), "Xe": (0.0200, 3.98)}
+
+
+def lennard_jones(symbols: list[str], params: dict[str, tuple[float, float]] | None = None,
+                  cutoff_sigma: float = 5.0) -> PairCalculator:
+    """LJ crystal calculator. ``params`` maps element -> (ε eV, σ Å), defaulting to :data:`LJ_PARAMS`;
+    other elements get argon's ε and σ = 2^(5/6) × covalent radius (so r_min is twice the radius).
+    The cutoff is ``cutoff_sigma`` × the largest σ, with the tail correction."""
+    params = {**LJ_PARAMS, **(params or {})}
+    params = {s: params[s] for s in set(symbols) & set(params)}
+    for symbol in set(symbols) - set(params):
+        params[symbol] = (0.0104, 2 ** (5 / 6) * covalent_radii[atomic_numbers[symbol]])
+    sigma_max = max(sigma for _, sigma in params.values())
+    return PairCalculator([LennardJones(params)], cutoff=cutoff_sigma * sigma_max)
+
+
+#: Born–Mayer ρ (Å) of Tosi & Fumi for the alkali halides.
+_NACL_RHO = 0.317
+_NACL_A0 = 5.64
+
+
+def nacl_born_mayer(cutoff: float = 10.0) -> PairCalculator:
+    """Rigid-ion NaCl: formal charges ±1 e (DSF Coulomb) + Na–Cl Born–Mayer repulsion with ρ = 0.317 Å
+    and A fixed by the nearest-neighbour equilibrium of rock salt at a = 5.64 Å (Madelung 1.7476)."""
+    r0 = _NACL_A0 / 2
+    amplitude = 1.747565 * COULOMB_EV_ANGSTROM * _NACL_RHO * math.exp(r0 / _NACL_RHO) / (6 * r0**2)
+    return PairCalculator([DSFCoulomb({"Na": 1.0, "Cl": -1.0}),
+                           BornMayer({("Na", "Cl"): (amplitude, _NACL_RHO)})], cutoff=cutoff)
+
+
+#: Tersoff's Si(B) parameters, PRB 37, 6991 (1988), in ASE's TersoffParameters order.
+_TERSOFF_SI_B = {"m": 3.0, "gamma": 1.0, "lambda3": 0.0, "c": 100390.0, "d": 16.217, "h": -0.59825,
+                 "n": 0.78734, "beta": 1.1e-6, "lambda2": 1.73222, "B": 471.18, "R": 2.85, "D": 0.15,
+                 "lambda1": 2.4799, "A": 1830.8}
+
+
+def tersoff_si() -> Calculator:
+    """ASE's native Tersoff calculator (ase >= 3.25) with Tersoff's Si(B) parameters."""
+    from ase.calculators.tersoff import Tersoff, TersoffParameters
+
+    return Tersoff({("Si", "Si", "Si"): TersoffParameters(**_TERSOFF_SI_B)})
+
+
+def make_calculator(name: str, symbols: list[str]) -> Calculator:
+    """A fresh calculator for a crystal of ``symbols``: ``lj``, ``emt``, ``tersoff`` (Si only),
+    ``born-mayer`` (NaCl only), ``chgnet`` or a molfree model file path."""
+    elements = set(symbols)
+    if name == "lj":
+        return lennard_jones(symbols)
+    if name == "emt":
+        from ase.calculators.emt import EMT, parameters
+
+        if not elements <= set(parameters):
+            raise ValueError(f"emt covers {sorted(parameters)}, not {sorted(elements - set(parameters))}")
+        return EMT()
+    if name == "tersoff":
+        if elements != {"Si"}:
+            raise ValueError(f"tersoff: parameters for Si only, got {sorted(elements)}")
+        return tersoff_si()
+    if name == "born-mayer":
+        if not elements <= {"Na", "Cl"}:
+            raise ValueError(f"born-mayer: parameters for NaCl only, got {sorted(elements)}")
+        return nacl_born_mayer()
+    if name == "chgnet":
+        from chgnet.model import CHGNetCalculator
+
+        return CHGNetCalculator(use_device="cpu", check_cuda_mem=False)
+    if Path(name).is_file():
+        from molfree.ase import MolfreeCalculator
+
+        return MolfreeCalculator(name)
+    raise ValueError(f"unknown calculator {name!r}: use one of {NAMES} or a molfree model file")
