@@ -29,6 +29,12 @@ test: setup
 test-all: setup
 	$(PY) -m pytest
 
+# A real single-node SLURM (munge + slurmctld + slurmd; installs slurm-wlm/munge with apt if missing; needs root).
+.PHONY: test-hpc
+test-hpc: setup
+	tests/hpc/start-slurm.sh
+	$(PY) -m pytest tests/hpc -m "" -v
+
 # mace-torch pins its own e3nn, so the MACE anchor lives in its own venv.
 MACE_VENV := .venv-mace
 $(MACE_VENV)/.installed:
@@ -40,6 +46,9 @@ bench: setup $(MACE_VENV)/.installed
 	$(PY) benchmarks/neighbors.py
 	$(PY) benchmarks/potentials.py
 	$(PY) benchmarks/bg_alanine.py --quick
+	$(PY) benchmarks/hydration.py --quick
+	$(PY) benchmarks/adjoint_sampling.py --quick
+	$(PY) benchmarks/crystals.py --quick
 
 clean:
 	rm -rf $(VENV) $(MACE_VENV) runs .pytest_cache

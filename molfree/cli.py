@@ -163,6 +163,84 @@ def _add_bg_parser(sub) -> None:
     sample.set_defaults(func=_cmd_bg_sample)
 
 
+def _cmd_campaign(args: argparse.Namespace) -> None:
+    import json
+
+    from .campaign import load_campaign
+
+    campaign = load_campaign(args.file)
+    if args.campaign_command == "run":
+        from .campaign.runner import run_campaign
+
+        summary = run_campaign(campaign, cluster=args.cluster, workers=args.workers, progress=not args.quiet,
+                               retry_failed=args.retry_failed)
+        print(json.dumps(summary, indent=2))
+    elif args.campaign_command == "status":
+        from .campaign.runner import status_table
+        from .campaign.store import Store
+
+        store = Store(campaign.db_path)
+        print(status_table(store))
+        for row in store.jobs():
+            if row["error"]:
+                print(f"{row['status']:>8} {row['grp']} {row['key'][:12]} attempts={row['attempts']}: {row['error']}")
+    elif args.campaign_command == "gather":
+        from .campaign.report import gather, summarise
+
+        results = gather(campaign)
+        print(json.dumps({"groups": {g: r.get("status") for g, r in results.items()},
+                          "summary": summarise(results)}, indent=2))
+    else:
+        from .campaign.report import write_report
+
+        print(write_report(campaign, args.out))
+
+
+def _add_campaign_parser(sub) -> None:
+    campaign = sub.add_parser("campaign", help="batch campaigns (YAML): run on Dask locally or on SLURM/PBS, "
+                                               "status, gather (MBAR), HTML report")
+    campaign_sub = campaign.add_subparsers(dest="campaign_command", metavar="STEP", required=True)
+    run = campaign_sub.add_parser("run", help="run the jobs whose results are not present and valid (resumable)")
+    run.add_argument("--cluster", choices=("local", "slurm", "pbs"), help="default: the campaign's cluster.kind")
+    run.add_argument("--workers", type=int, help="workers / batch jobs (default: the campaign's cluster.workers)")
+    run.add_argument("--retry-failed", action="store_true", help="give jobs that used up their attempts new ones")
+    run.add_argument("--quiet", action="store_true", help="no progress bar or status table")
+    campaign_sub.add_parser("status", help="jobs per status, and errors")
+    campaign_sub.add_parser("gather", help="analyse finished groups (MBAR over the λ windows)")
+    report = campaign_sub.add_parser("report", help="write an HTML report (default: <campaign dir>/report.html)")
+    report.add_argument("--out", help="HTML file")
+    for parser in campaign_sub.choices.values():
+        parser.add_argument("file", help="campaign YAML file")
+    campaign.set_defaults(func=_cmd_campaign)
+
+
+def _cmd_crystal_generate(args: argparse.Namespace) -> None:
+    from .workflows.crystal import GenerateSetup, run_generate, summary
+
+    setup = GenerateSetup(args.composition, calculator=args.calculator, n=args.n, seed=args.seed,
+                          max_atoms=args.max_atoms, fmax=args.fmax, steps=args.steps)
+    out = args.out or f"runs/crystal-{args.composition}-{args.calculator}"
+    print(summary(run_generate(setup, out)))
+    print(f"[molfree crystal generate] CIFs, energy_volume.png, results.json and report.md in {out}")
+
+
+def _add_crystal_parser(sub) -> None:
+    crystal = sub.add_parser("crystal", help="crystal structure generation: search, relax, symmetrise, rank")
+    crystal_sub = crystal.add_subparsers(dest="crystal_command", metavar="STEP", required=True)
+    generate = crystal_sub.add_parser("generate", help="random-search candidates, relax, dedupe, rank, write CIFs "
+                                                      "(reruns resume)")
+    generate.add_argument("--composition", required=True, help="formula, e.g. NaCl")
+    generate.add_argument("--calculator", default="emt",
+                          help="lj, emt, tersoff, born-mayer, chgnet or a molfree model file (default: emt)")
+    generate.add_argument("-n", type=int, default=200, help="candidates (default: 200)")
+    generate.add_argument("--max-atoms", type=int, default=8, help="atoms per cell at most (default: 8)")
+    generate.add_argument("--fmax", type=float, default=0.01, help="force threshold, eV/Å (default: 0.01)")
+    generate.add_argument("--steps", type=int, default=300, help="optimizer steps per relaxation (default: 300)")
+    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--out", help="run directory (default: runs/crystal-<composition>-<calculator>)")
+    generate.set_defaults(func=_cmd_crystal_generate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="molfree",
@@ -183,6 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_data_parser(sub)
     _add_bg_parser(sub)
+    _add_campaign_parser(sub)
+    _add_crystal_parser(sub)
 
     train = sub.add_parser("train", help="train an equivariant potential from a YAML config")
     train.add_argument("config", help="YAML config (keys: see molfree.potentials.training)")

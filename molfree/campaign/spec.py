@@ -1,0 +1,521 @@
+"""Campaign files: YAML → validated, content-hashed job specs, and the registered job types.
+
+Every error in a campaign file is a ``ValueError`` naming ``file:line`` (PyYAML keeps node marks),
+raised before anything runs. A job's key is the SHA-256 of its type and parameters (canonical
+JSON), so the same work always has the same key, whatever campaign file it comes from.
+
+Job types (:data:`JOB_TYPES`):
+
+* ``hydration``: one job per solute × λ window × repeat. The window job samples its λ state with
+  Langevin MD on the :func:`~molfree.freeenergy.alchemy.alchemical_system` and writes ``u_kn.npz``:
+  the reduced potentials ``u[l, n]`` (kT) of each sample at every state l. ``gather`` stacks the
+  windows into ``u_kln`` and runs :func:`~molfree.freeenergy.hydration.analyse_u_kln` (MBAR).
+  Only the solvent leg is sampled: :func:`alchemical_system` keeps every intra-solute interaction,
+  so the gas leg is 0 (see :mod:`molfree.freeenergy.hydration`) and ΔG_hyd = −ΔF_solvent.
+
+A campaign file (paths relative to it; every key but ``jobs`` optional)::
+
+    name: lj-demo
+    directory: runs/campaign-lj-demo     # state (campaign.sqlite), results (jobs/), report.html
+    max_attempts: 3                      # per job; failures and dead workers count
+    lease_seconds: 60                    # a crashed run's jobs are taken over after this
+    min_overlap: 0.03                    # MBAR neighbour overlap required by gather
+    resources: {cores: 1, memory: 2GB, gpus: 0, walltime: "01:00:00"}   # per worker / job
+    cluster:
+      kind: local                        # local | slurm | pbs
+      workers: 2                         # local processes, or batch jobs (fixed scale)
+      queue: null
+      account: null
+      lifetime: 50m                      # batch workers retire (and restart) before walltime
+      lifetime_stagger: 2m
+      profile: hpc-profile.yaml          # defaults for these keys (and resources)
+    solutes:
+      lj: {system: lj-fluid, options: {n_particles: 27, density: 0.5, cutoff: 1.8}, solute_atoms: [0]}
+      methane: {shipped: methane, experiment: 2.0}
+    jobs:
+      - type: hydration
+        solutes: [lj, methane]
+        lambdas: {electrostatics: 3, sterics: 9}     # lambda_schedule(3, 9)
+        repeats: 3
+        samples: 200                                 # per window
+        steps_per_sample: 500
+        equilibration_steps: 5000
+        minimize_iterations: 200
+        timestep: 0.002                              # ps
+        friction: 1.0                                # 1/ps
+        platform: CPU                                # Reference | CPU | CUDA | OpenCL (GPU: gpus >= 1)
+        seed: 1
+        resources: {cores: 2}
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import json
+import os
+import re
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from .. import units
+from ..io import atomic_write_bytes
+
+_MEMORY = re.compile(r"^\d+(\.\d+)?\s*([KMGT]i?B|B)$")
+_WALLTIME = re.compile(r"^(\d+-)?\d{1,3}:\d{2}:\d{2}$")
+_DURATION = re.compile(r"^\d+(\.\d+)?\s*(s|m|h|d)$")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# YAML with line numbers
+
+
+class _Map(dict):
+    """A YAML mapping that remembers its line and the line of each key."""
+
+    line: int = 0
+    key_lines: dict
+
+
+class _Seq(list):
+    """A YAML sequence that remembers its line and the line of each item."""
+
+    line: int = 0
+    item_lines: list
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+def _construct_map(loader: _Loader, node: yaml.MappingNode) -> _Map:
+    loader.flatten_mapping(node)
+    value = _Map(loader.construct_pairs(node, deep=True))
+    value.line = node.start_mark.line + 1
+    value.key_lines = {key.value: key.start_mark.line + 1 for key, _ in node.value}
+    return value
+
+
+def _construct_seq(loader: _Loader, node: yaml.SequenceNode) -> _Seq:
+    value = _Seq(loader.construct_sequence(node, deep=True))
+    value.line = node.start_mark.line + 1
+    value.item_lines = [item.start_mark.line + 1 for item in node.value]
+    return value
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_map)
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_seq)
+
+
+class _Where:
+    """Raises ``ValueError("file:line: message")``."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def fail(self, line: int, message: str):
+        raise ValueError(f"{self.path}:{line}: {message}")
+
+    def mapping(self, value: Any, line: int, what: str, allowed: set[str] | None) -> _Map:
+        """``value`` checked to be a mapping whose keys are in ``allowed`` (None: any keys)."""
+        if not isinstance(value, _Map):
+            self.fail(line, f"{what} must be a mapping")
+        for key in value:
+            if allowed is not None and key not in allowed:
+                self.fail(value.key_lines[key],
+                          f"unknown key {key!r} in {what} (allowed: {', '.join(sorted(allowed))})")
+        return value
+
+    def number(self, block: _Map, key: str, default, kind: type, minimum: float | None = None,
+               positive: bool = False):
+        if key not in block:
+            return default
+        value, line = block[key], block.key_lines[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
+            self.fail(line, f"{key} must be {'a number' if kind is float else 'an integer'}, got {value!r}")
+        if (minimum is not None and value < minimum) or (positive and value <= 0):
+            self.fail(line, f"{key} must be {'> 0' if positive else f'>= {minimum}'}, got {value!r}")
+        return kind(value)
+
+    def text(self, block: _Map, key: str, default: str | None, pattern: re.Pattern | None = None,
+             choices: tuple[str, ...] | None = None) -> str | None:
+        if key not in block or block[key] is None:
+            return default
+        value, line = block[key], block.key_lines[key]
+        if not isinstance(value, str) or (pattern is not None and not pattern.match(value)):
+            self.fail(line, f"invalid {key} {value!r}")
+        if choices is not None and value not in choices:
+            self.fail(line, f"{key} must be one of {', '.join(choices)}, got {value!r}")
+        return value
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# specs
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one job needs: CPU cores, memory (e.g. ``"2GB"``), GPUs and walltime ``[D-]HH:MM:SS``."""
+
+    cores: int = 1
+    memory: str = "2GB"
+    gpus: int = 0
+    walltime: str = "01:00:00"
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One unit of work: a registered ``type`` with JSON parameters; ``group`` names its analysis."""
+
+    type: str
+    params: dict
+    group: str
+    resources: Resources = field(default_factory=Resources)
+
+    @property
+    def key(self) -> str:
+        """SHA-256 of the type and parameters (resources and group do not change the work)."""
+        text = json.dumps({"type": self.type, "params": self.params}, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> JobSpec:
+        data = json.loads(text)
+        return cls(type=data["type"], params=data["params"], group=data["group"],
+                   resources=Resources(**data["resources"]))
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Where workers run: ``local`` (LocalCluster), ``slurm`` or ``pbs`` (dask-jobqueue, ``workers`` batch jobs).
+
+    ``lifetime``/``lifetime_stagger`` (e.g. ``"50m"``) retire batch workers before their walltime;
+    ``resources`` is what each worker asks for (its GPUs become the Dask resource ``GPU``).
+    """
+
+    kind: str = "local"
+    workers: int = 2
+    queue: str | None = None
+    account: str | None = None
+    lifetime: str | None = None
+    lifetime_stagger: str = "2m"
+    resources: Resources = field(default_factory=Resources)
+
+
+@dataclass(frozen=True)
+class Solute:
+    """A solute: a shipped one (``shipped``) or a registered system with its solute atoms; ΔG_exp if known."""
+
+    name: str
+    shipped: str | None = None
+    system: str | None = None
+    options: dict = field(default_factory=dict)
+    solute_atoms: tuple[int, ...] = ()
+    experiment: float | None = None
+
+    def definition(self) -> dict:
+        """The part that determines the physics (hashed into job keys)."""
+        return {"name": self.name, "shipped": self.shipped, "system": self.system, "options": self.options,
+                "solute_atoms": list(self.solute_atoms)}
+
+
+@dataclass
+class Campaign:
+    """A validated campaign: jobs, solutes, cluster, retry limit and lease length (s)."""
+
+    name: str
+    path: Path
+    directory: Path
+    jobs: list[JobSpec]
+    solutes: dict[str, Solute]
+    cluster: ClusterConfig
+    max_attempts: int = 3
+    lease_seconds: float = 60.0
+    min_overlap: float = 0.03
+
+    @property
+    def db_path(self) -> Path:
+        return self.directory / "campaign.sqlite"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# job types
+
+
+@dataclass(frozen=True)
+class JobType:
+    """A registered job type.
+
+    ``expand(entry, where, campaign)`` → job specs of one ``jobs:`` entry; ``run(params, out_dir, threads)``
+    → names of the files it wrote; ``check(path)`` raises unless a result file is loadable and complete;
+    ``gather(specs, files, campaign)`` → the analysis of one group (``files[key][name]`` are paths).
+    """
+
+    expand: Callable[[_Map, _Where, Campaign], list[JobSpec]]
+    run: Callable[[dict, Path, int], list[str]]
+    check: Callable[[Path, dict], None]
+    gather: Callable[[list[JobSpec], dict, Campaign], dict]
+
+
+@functools.lru_cache(maxsize=8)
+def _solute_system(definition: str):
+    """``(System, solute_atoms, hydrogen-constrained openmm.System)``, cached per worker process."""
+    import copy
+
+    from .. import systems
+    from ..freeenergy.hydration import constrain_hydrogen_bonds, shipped_solute
+
+    solute = json.loads(definition)
+    if solute["shipped"]:
+        solvated, atoms = shipped_solute(solute["shipped"])
+        system = copy.deepcopy(solvated.system)
+        constrain_hydrogen_bonds(system, atoms)
+    else:
+        solvated = systems.load(solute["system"], **solute["options"])
+        atoms, system = solute["solute_atoms"], solvated.system
+    return solvated, sorted(atoms), system
+
+
+def _run_window(params: dict, out_dir: Path, threads: int) -> list[str]:
+    """Sample λ window ``params['window']``; write ``u_kn.npz`` with ``u [K, samples]`` (kT) at all states."""
+    import openmm
+    from openmm import unit
+
+    from ..freeenergy.alchemy import alchemical_system, context_parameters
+
+    solvated, atoms, system = _solute_system(json.dumps(params["solute"], sort_keys=True))
+    states = [tuple(state) for state in params["states"]]
+    temperature = solvated.temperature
+    integrator = openmm.LangevinMiddleIntegrator(temperature * unit.kelvin, params["friction"] / unit.picosecond,
+                                                 params["timestep"] * unit.picosecond)
+    integrator.setRandomNumberSeed(params["seed"])
+    platform = openmm.Platform.getPlatformByName(params["platform"])
+    properties = {"Threads": str(threads)} if params["platform"] == "CPU" else {}
+    context = openmm.Context(alchemical_system(system, atoms), integrator, platform, properties)
+    context.setPositions(solvated.positions * unit.nanometer)
+    if solvated.box is not None:
+        context.setPeriodicBoxVectors(*(solvated.box * unit.nanometer))
+
+    def set_state(state) -> None:
+        for name, value in context_parameters(state).items():
+            context.setParameter(name, value)
+
+    own = states[params["window"]]
+    set_state(own)
+    openmm.LocalEnergyMinimizer.minimize(context, 10.0, params["minimize_iterations"])
+    context.setVelocitiesToTemperature(temperature * unit.kelvin, params["seed"])
+    integrator.step(params["equilibration_steps"])
+    kt = units.kT(temperature)
+    u = np.empty((len(states), params["samples"]))
+    for n in range(params["samples"]):
+        integrator.step(params["steps_per_sample"])
+        for l, state in enumerate(states):
+            set_state(state)
+            u[l, n] = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole) / kt
+        set_state(own)
+    buffer = io.BytesIO()
+    np.savez(buffer, u=u, states=np.array(states), window=params["window"], temperature=temperature)
+    atomic_write_bytes(out_dir / "u_kn.npz", buffer.getvalue())
+    return ["u_kn.npz"]
+
+
+def _check_window(path: Path, params: dict) -> None:
+    with np.load(path, allow_pickle=False) as data:
+        u = data["u"]
+        if u.shape != (len(params["states"]), params["samples"]) or not np.all(np.isfinite(u)):
+            raise ValueError(f"{path}: u has shape {u.shape} or non-finite values")
+
+
+def _gather_hydration(specs: list[JobSpec], files: dict, campaign: Campaign) -> dict:
+    """MBAR over the windows of one solute × repeat: ΔG_hyd = −ΔF_solvent (kcal/mol)."""
+    from ..freeenergy.hydration import analyse_u_kln
+
+    specs = sorted(specs, key=lambda spec: spec.params["window"])
+    windows = []
+    for spec in specs:
+        with np.load(files[spec.key]["u_kn.npz"], allow_pickle=False) as data:
+            windows.append(data["u"])
+            temperature = float(data["temperature"])
+    leg = analyse_u_kln(np.stack(windows), campaign.min_overlap)  # u_kln[k, l, n] = window k's u[l, n]
+    kcal = units.kT(temperature) * units.KJ_TO_KCAL
+    solute = specs[0].params["solute"]["name"]
+    return {"solute": solute, "repeat": specs[0].params["repeat"], "dG_kcal_mol": -leg.delta_f * kcal,
+            "error_kcal_mol": leg.error * kcal, "temperature_K": temperature,
+            "experiment_kcal_mol": campaign.solutes[solute].experiment, "solvent": asdict(leg),
+            "convergence_kcal_mol": {side: [[f, -d * kcal, e * kcal] for f, d, e in getattr(leg, side)]
+                                     for side in ("forward", "reverse")}}
+
+
+_HYDRATION_KEYS = {"type", "solutes", "lambdas", "repeats", "samples", "steps_per_sample", "equilibration_steps",
+                   "minimize_iterations", "timestep", "friction", "platform", "seed", "resources"}
+
+
+def _expand_hydration(entry: _Map, where: _Where, campaign: Campaign) -> list[JobSpec]:
+    from ..freeenergy.alchemy import lambda_schedule
+
+    where.mapping(entry, entry.line, "hydration job", _HYDRATION_KEYS)
+    names = entry.get("solutes")
+    if not isinstance(names, _Seq) or not names:
+        where.fail(entry.key_lines.get("solutes", entry.line), "hydration job needs a non-empty list 'solutes'")
+    for name, line in zip(names, names.item_lines):
+        if name not in campaign.solutes:
+            where.fail(line, f"missing solute {name!r}: not defined under 'solutes:' "
+                             f"(defined: {', '.join(sorted(campaign.solutes)) or 'none'})")
+    lambdas = where.mapping(entry.get("lambdas", _Map()), entry.key_lines.get("lambdas", entry.line), "lambdas",
+                            {"electrostatics", "sterics"})
+    n_elec = where.number(lambdas, "electrostatics", 2, int, minimum=2)
+    n_sterics = where.number(lambdas, "sterics", 6, int, minimum=2)
+    common = {"states": [list(state) for state in lambda_schedule(n_elec, n_sterics)],
+              "samples": where.number(entry, "samples", 200, int, minimum=3),
+              "steps_per_sample": where.number(entry, "steps_per_sample", 500, int, minimum=1),
+              "equilibration_steps": where.number(entry, "equilibration_steps", 5000, int, minimum=0),
+              "minimize_iterations": where.number(entry, "minimize_iterations", 200, int, minimum=1),
+              "timestep": where.number(entry, "timestep", 0.002, float, positive=True),
+              "friction": where.number(entry, "friction", 1.0, float, positive=True),
+              "platform": where.text(entry, "platform", "CPU", choices=("Reference", "CPU", "CUDA", "OpenCL"))}
+    repeats = where.number(entry, "repeats", 1, int, minimum=1)
+    seed = where.number(entry, "seed", 1, int, minimum=1)
+    resources = _resources(entry, where, campaign.cluster.resources)
+    if common["platform"] in ("CUDA", "OpenCL") and resources.gpus == 0:  # GPU platforms request a GPU
+        resources = Resources(**{**asdict(resources), "gpus": 1})
+    return [JobSpec("hydration", {**common, "solute": campaign.solutes[name].definition(), "window": k,
+                                  "repeat": r, "seed": seed + 1000 * r + k},
+                    group=f"{name}/repeat-{r}", resources=resources)
+            for name in names for r in range(repeats) for k in range(len(common["states"]))]
+
+
+#: Registered job types by name.
+JOB_TYPES: dict[str, JobType] = {
+    "hydration": JobType(expand=_expand_hydration, run=_run_window, check=_check_window, gather=_gather_hydration),
+}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# campaign files
+
+_TOP_KEYS = {"name", "directory", "max_attempts", "lease_seconds", "min_overlap", "resources", "cluster",
+             "solutes", "jobs"}
+_CLUSTER_KEYS = {"kind", "workers", "queue", "account", "lifetime", "lifetime_stagger", "profile"}
+
+
+def _resources(block: _Map, where: _Where, default: Resources) -> Resources:
+    if "resources" not in block:
+        return default
+    res = where.mapping(block["resources"], block.key_lines["resources"], "resources",
+                        {"cores", "memory", "gpus", "walltime"})
+    return Resources(cores=where.number(res, "cores", default.cores, int, minimum=1),
+                     memory=where.text(res, "memory", default.memory, _MEMORY),
+                     gpus=where.number(res, "gpus", default.gpus, int, minimum=0),
+                     walltime=where.text(res, "walltime", default.walltime, _WALLTIME))
+
+
+def _cluster_block(block: _Map, where: _Where, base: ClusterConfig) -> ClusterConfig:
+    return ClusterConfig(kind=where.text(block, "kind", base.kind, choices=("local", "slurm", "pbs")),
+                         workers=where.number(block, "workers", base.workers, int, minimum=1),
+                         queue=where.text(block, "queue", base.queue),
+                         account=where.text(block, "account", base.account),
+                         lifetime=where.text(block, "lifetime", base.lifetime, _DURATION),
+                         lifetime_stagger=where.text(block, "lifetime_stagger", base.lifetime_stagger, _DURATION),
+                         resources=base.resources)
+
+
+def _cluster(top: _Map, where: _Where, base: Path) -> ClusterConfig:
+    """The ``cluster:`` block over its ``profile`` file (if any); top-level ``resources`` win over the profile's."""
+    block = where.mapping(top.get("cluster", _Map()), top.key_lines.get("cluster", top.line), "cluster",
+                          _CLUSTER_KEYS)
+    config = ClusterConfig()
+    if "profile" in block:
+        profile_path = base / str(block["profile"])
+        if not profile_path.is_file():
+            where.fail(block.key_lines["profile"], f"cluster profile {profile_path} not found")
+        profile = _load(profile_path)
+        profile_where = _Where(profile_path)
+        profile_where.mapping(profile, profile.line, "profile", _CLUSTER_KEYS - {"profile"} | {"resources"})
+        config = _cluster_block(profile, profile_where,
+                                ClusterConfig(resources=_resources(profile, profile_where, Resources())))
+    config = _cluster_block(block, where, config)
+    return ClusterConfig(**{**asdict(config), "resources": _resources(top, where, config.resources)})
+
+
+def _solutes(top: _Map, where: _Where) -> dict[str, Solute]:
+    from .. import systems
+    from ..freeenergy.hydration import SOLUTES
+
+    block = where.mapping(top.get("solutes", _Map()), top.key_lines.get("solutes", top.line), "solutes", None)
+    solutes = {}
+    for name, value in block.items():
+        line = block.key_lines[name]
+        entry = where.mapping(value, line, f"solute {name!r}",
+                              {"shipped", "system", "options", "solute_atoms", "experiment"})
+        shipped, system = entry.get("shipped"), entry.get("system")
+        if (shipped is None) == (system is None):
+            where.fail(line, f"solute {name!r} needs exactly one of 'shipped' or 'system'")
+        if shipped is not None and shipped not in SOLUTES:
+            where.fail(entry.key_lines["shipped"],
+                       f"unknown shipped solute {shipped!r} (shipped: {', '.join(SOLUTES)})")
+        if system is not None and system not in systems.names():
+            where.fail(entry.key_lines["system"], f"unknown system {system!r} (known: {', '.join(systems.names())})")
+        atoms = entry.get("solute_atoms", [])
+        if system is not None and (not isinstance(atoms, list) or not atoms
+                                   or not all(isinstance(i, int) and i >= 0 for i in atoms)):
+            where.fail(entry.key_lines.get("solute_atoms", line), f"solute {name!r} needs solute_atoms: [int, ...]")
+        options = entry.get("options", {})
+        if not isinstance(options, dict):
+            where.fail(entry.key_lines["options"], "options must be a mapping")
+        experiment = where.number(entry, "experiment", None, float) if entry.get("experiment") is not None else None
+        solutes[name] = Solute(name=name, shipped=shipped, system=system, options=dict(options),
+                               solute_atoms=tuple(atoms), experiment=experiment)
+    return solutes
+
+
+def _load(path: Path) -> _Map:
+    try:
+        document = yaml.load(path.read_text(), Loader=_Loader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        raise ValueError(f"{path}:{mark.line + 1 if mark else '?'}: invalid YAML: {exc.problem}") from None
+    if not isinstance(document, _Map):
+        raise ValueError(f"{path}:1: a campaign file must be a mapping")
+    return document
+
+
+def load_campaign(path: str | os.PathLike) -> Campaign:
+    """Read and validate a campaign file (see the module docstring); nothing runs."""
+    path = Path(path).resolve()
+    top = _load(path)
+    where = _Where(path)
+    where.mapping(top, top.line, "campaign", _TOP_KEYS)
+    name = where.text(top, "name", path.stem)
+    campaign = Campaign(name=name, path=path,
+                        directory=path.parent / where.text(top, "directory", f"runs/campaign-{name}"),
+                        jobs=[], solutes=_solutes(top, where),
+                        cluster=_cluster(top, where, path.parent),
+                        max_attempts=where.number(top, "max_attempts", 3, int, minimum=1),
+                        lease_seconds=where.number(top, "lease_seconds", 60.0, float, positive=True),
+                        min_overlap=where.number(top, "min_overlap", 0.03, float, minimum=0))
+    jobs = top.get("jobs")
+    if not isinstance(jobs, _Seq) or not jobs:
+        where.fail(top.key_lines.get("jobs", top.line), "a campaign needs a non-empty list 'jobs'")
+    for entry, line in zip(jobs, jobs.item_lines):
+        if not isinstance(entry, _Map) or "type" not in entry:
+            where.fail(line, "each job needs a 'type'")
+        if entry["type"] not in JOB_TYPES:
+            where.fail(entry.key_lines["type"], f"unknown job type {entry['type']!r} "
+                                                f"(registered: {', '.join(sorted(JOB_TYPES))})")
+        specs = JOB_TYPES[entry["type"]].expand(entry, where, campaign)
+        if specs and specs[0].resources.gpus > campaign.cluster.resources.gpus:
+            where.fail(line, f"this job needs {specs[0].resources.gpus} GPU(s) per job but the workers have "
+                             f"{campaign.cluster.resources.gpus} (set top-level resources: gpus)")
+        campaign.jobs.extend(specs)
+    keys = [job.key for job in campaign.jobs]
+    if len(set(keys)) != len(keys):
+        where.fail(jobs.line, "two jobs are identical (same type and parameters)")
+    return campaign
