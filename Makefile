@@ -44,11 +44,12 @@ $(MACE_VENV)/.installed:
 
 bench: setup $(MACE_VENV)/.installed
 	$(PY) benchmarks/neighbors.py
-	$(PY) benchmarks/potentials.py
+	$(PY) benchmarks/potentials.py --max-atoms 4000
 	$(PY) benchmarks/bg_alanine.py --quick
 	$(PY) benchmarks/hydration.py --quick
 	$(PY) benchmarks/adjoint_sampling.py --quick
 	$(PY) benchmarks/crystals.py --quick
+	$(PY) benchmarks/campaign.py
 
 clean:
 	rm -rf $(VENV) $(MACE_VENV) runs .pytest_cache
