@@ -16,13 +16,7 @@ from molfree.flows import (AffineCoupling, BoltzmannGenerator, Chirality, Intern
                            kish_ess, log_mean_exp, regularized_energy, spline_flow, wasserstein2_torus)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one intra-op thread is much faster than two on a loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _randomize(module: torch.nn.Module, seed: int = 0) -> None:

@@ -22,13 +22,7 @@ from molfree.potentials.evaluator import PotentialEvaluator
 PERIODIC_SYMBOLS = ["C", "O", "N", "H"] * 3
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine: intra-op threads only contend."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_model(energy_scale: float = 0.1, periodic_data: bool | None = True, seed: int = 0) -> EquivariantPotential:

@@ -34,14 +34,7 @@ class CountingReference:
         return self.reference(atoms)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: fast on a shared machine and bitwise reproducible (multithreaded CPU kernels
-    change float rounding from run to run, ~1e-7 relative)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -32,13 +32,7 @@ SYSTEMS = Path(__file__).resolve().parents[1] / "systems"
 REFERENCE_MEANS = {"dw4": (DoubleWellEnergy.dw4, -22.49), "lj13": (LennardJonesClusterEnergy.lj13, -37.23)}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors on a shared CPU: intra-op threads only contend."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def assert_close(actual, expected, rtol=1e-7, atol=1e-9):
