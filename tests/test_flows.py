@@ -304,3 +304,21 @@ def test_training_resumes_and_rejects_other_systems_checkpoint(tmp_path):
         Trainer(_gmm_generator(2)[0], tmp_path, "alanine-dipeptide-implicit", data=data, progress=False).fit(stages)
     with pytest.raises(ValueError, match="no data"):
         Trainer(bg, tmp_path / "other", "gmm-4").fit([Stage("ml", 1)])
+
+
+def test_ml_stage_ends_at_best_validation_loss(tmp_path):
+    """Early stopping: a flow overfitting 60 points ends with the parameters of its lowest held-out −log q."""
+    torch.manual_seed(0)
+    bg, target = _gmm_generator(2)
+    data = target.sample(60, generator=torch.Generator().manual_seed(2)).float()
+    trainer = Trainer(bg, tmp_path, "gmm-4", data=data, batch_size=54, progress=False, log_every=5,
+                      validation_fraction=0.1)
+    history = trainer.fit([Stage("ml", 300, lr=1e-2)])
+    validation = [h["loss_ml_validation"] for h in history if "loss_ml_validation" in h]
+    assert len(trainer.validation) == 6 and len(trainer.data) == 54
+    assert validation[-1] > min(validation) + 0.1  # it did overfit
+    with torch.no_grad():
+        final = float(-bg.log_prob(trainer.validation).mean())
+    assert final == pytest.approx(min(validation), abs=1e-5) == history[-1]["restored_best_validation"]
+    with pytest.raises(ValueError, match="validation_fraction"):
+        Trainer(bg, tmp_path, "gmm-4", data=data, validation_fraction=1.0)

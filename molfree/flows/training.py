@@ -6,8 +6,12 @@ Losses (per sample, in kT/nats):
          logarithmically above ``energy_cap`` so high-energy samples give bounded gradients;
          samples with non-finite energy are dropped from the batch.
 
-A run directory holds ``checkpoint.pt`` (written atomically, resumed automatically),
-``training.json`` (history) and ``learning_curves.png``.
+With ``validation_fraction`` > 0 a fixed-seed share of the data is held out; pure-ML stages track
+−log q on it and end with the parameters of their best validation loss (early stopping: small MD
+data sets are overfitted within a few hundred steps).
+
+A run directory holds ``checkpoint.pt`` (written atomically, resumed automatically, loadable with
+``weights_only=True``), ``training.json`` (history) and ``learning_curves.png``.
 """
 from __future__ import annotations
 
@@ -48,7 +52,7 @@ def load_checkpoint(generator: BoltzmannGenerator, path: str | Path, system_id: 
 
     Raises ``ValueError`` if the checkpoint belongs to another system or does not fit the model.
     """
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     if checkpoint.get("system") != system_id:
         raise ValueError(f"checkpoint {path} was trained for system {checkpoint.get('system')!r}, "
                          f"not {system_id!r}")
@@ -69,6 +73,7 @@ class Trainer:
             checkpoint there is resumed (``ValueError`` if it is from another system).
         system_id: name of the target system, stored in and checked against checkpoints.
         data: ``[M, N, dim]`` training configurations (nm) for ML stages.
+        validation_fraction: share of ``data`` held out (fixed seed) for early stopping of ML stages.
         batch_size: ML minibatch size; kl_batch_size: samples (energy evaluations) per KL step.
         energy_cap: reduced energy (kT) above which the KL loss grows logarithmically.
         grad_clip: maximal gradient norm.
@@ -79,11 +84,18 @@ class Trainer:
     def __init__(self, generator: BoltzmannGenerator, run_dir: str | Path, system_id: str,
                  data: torch.Tensor | None = None, batch_size: int = 256, kl_batch_size: int = 128,
                  energy_cap: float = 1e3, grad_clip: float = 100.0, checkpoint_every: int = 100,
-                 log_every: int = 10, progress: bool = True):
+                 log_every: int = 10, progress: bool = True, validation_fraction: float = 0.0):
+        if not 0.0 <= validation_fraction < 1.0:
+            raise ValueError(f"validation_fraction must lie in [0, 1), got {validation_fraction}")
         self.generator = generator
         self.run_dir = Path(run_dir)
         self.system_id = system_id
-        self.data = data
+        self.data, self.validation = data, None
+        n_validation = 0 if data is None else int(len(data) * validation_fraction)
+        if n_validation:
+            order = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))
+            self.validation, self.data = data[order[:n_validation]], data[order[n_validation:]]
+        self.best: dict | None = None  # {"loss": float, "model": state_dict} of the current ML stage
         self.batch_size, self.kl_batch_size = batch_size, kl_batch_size
         self.energy_cap, self.grad_clip = energy_cap, grad_clip
         self.checkpoint_every, self.log_every = checkpoint_every, log_every
@@ -102,7 +114,7 @@ class Trainer:
                     "optimizer": self.optimizer.state_dict(), "history": self.history,
                     "stage_index": self.stage_index, "step_in_stage": self.step_in_stage,
                     "seconds": self.seconds, "energy_evaluations": self.generator.energy_evaluations,
-                    "rng": torch.get_rng_state()}, buffer)
+                    "rng": torch.get_rng_state(), "best": self.best}, buffer)
         atomic_write_bytes(self.checkpoint_path, buffer.getvalue())
 
     def _resume(self) -> None:
@@ -111,6 +123,7 @@ class Trainer:
         self.history = checkpoint["history"]
         self.stage_index, self.step_in_stage = checkpoint["stage_index"], checkpoint["step_in_stage"]
         self.seconds = checkpoint["seconds"]
+        self.best = checkpoint.get("best")
         torch.set_rng_state(checkpoint["rng"])
 
     def _ml_loss(self) -> torch.Tensor:
@@ -126,6 +139,23 @@ class Trainer:
         if not ok.any():
             return torch.zeros((), requires_grad=True), stats
         return (regularized_energy(u[ok], self.energy_cap) + log_q[ok]).mean(), stats
+
+    def _track_validation(self, record: dict) -> None:
+        """Record −log q on the held-out data and remember the best parameters of this stage."""
+        with torch.no_grad():
+            loss = float(-self.generator.log_prob(self.validation).mean())
+        record["loss_ml_validation"] = loss
+        if self.best is None or loss < self.best["loss"]:
+            self.best = {"loss": loss, "model": {k: v.clone() for k, v in self.generator.state_dict().items()}}
+
+    def _end_stage(self, stage: Stage) -> None:
+        """Restore the best-validation parameters of an ML stage."""
+        if self.best is not None:
+            self.generator.load_state_dict(self.best["model"])
+            self.history.append({"stage": stage.name, "step": self.history[-1]["step"] if self.history else 0,
+                                 "seconds": self.seconds, "energy_evaluations": self.generator.energy_evaluations,
+                                 "restored_best_validation": self.best["loss"]})
+        self.best = None
 
     def _step(self, stage: Stage) -> dict:
         for group in self.optimizer.param_groups:
@@ -166,12 +196,15 @@ class Trainer:
                 self.step_in_stage += 1
                 bar.update()
                 if self.step_in_stage % self.log_every == 0 or self.step_in_stage == stage.steps:
+                    if self.validation is not None and not stage.kl_weight:
+                        self._track_validation(record)
                     self.history.append({"stage": stage.name, "step": done + 1, "seconds": self.seconds,
                                          "energy_evaluations": self.generator.energy_evaluations, **record})
                     bar.set_postfix({k: f"{v:.3g}" for k, v in record.items()})
                 done += 1
                 if self.step_in_stage % self.checkpoint_every == 0:
                     self._save()
+            self._end_stage(stage)
             self.stage_index, self.step_in_stage = self.stage_index + 1, 0
             self._save()
         bar.close()
@@ -194,10 +227,14 @@ def plot_learning_curves(history: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     keys = [k for k in ("loss_ml", "loss_kl", "ess") if any(k in h for h in history)]
+    validation = [(h["step"], h["loss_ml_validation"]) for h in history if "loss_ml_validation" in h]
     fig, axes = plt.subplots(1, max(len(keys), 1), figsize=(4 * max(len(keys), 1), 3.2), squeeze=False)
     for ax, key in zip(axes[0], keys):
         points = [(h["step"], h[key]) for h in history if key in h]
-        ax.plot(*zip(*points))
+        ax.plot(*zip(*points), label="training")
+        if key == "loss_ml" and validation:
+            ax.plot(*zip(*validation), label="validation")
+            ax.legend()
         ax.set_xlabel("step")
         ax.set_title({"loss_ml": "−log q(data) (nats)", "loss_kl": "reverse KL loss (kT)",
                       "ess": "Kish ESS / n"}[key])
