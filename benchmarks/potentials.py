@@ -9,9 +9,10 @@ force is ``molfree.openmm.NeuralForce`` against ms per direct ``PotentialEvaluat
 the same model. With ``--accuracy`` it also trains both models on one GFN2-xTB-labelled alanine
 dipeptide dataset (OpenMM MD at 300 and 600 K, cached under ``--out``) with the same split, epochs,
 batch size, learning rate and EMA decay, and prints their test MAEs and training wall times next to
-the evaluation times above.
+the evaluation times above, then the energy conservation (NVE drift) of molfree's trained model.
 
     python benchmarks/potentials.py [--quick] [--max-atoms N] [--accuracy] [--mace-python .venv-mace/bin/python]
+    python benchmarks/potentials.py --nve MODEL_FILE [--nve-ps 1]
 """
 from __future__ import annotations
 
@@ -263,8 +264,9 @@ def train_mace(split_files: dict[str, Path], run_dir: Path, epochs: int, args) -
     return json.loads(out.stdout.splitlines()[-1])
 
 
-def accuracy(args, speed: dict[str, tuple[float, float]]) -> None:
-    """Train both models on the same data and split with the same budget; print test MAEs, wall and speed."""
+def accuracy(args, speed: dict[str, tuple[float, float]]) -> Path:
+    """Train both models on the same data and split with the same budget; print test MAEs, wall and speed.
+    Returns molfree's trained model file."""
     from molfree.potentials.data import read_xyz, write_xyz
     from molfree.potentials.training import TrainingConfig, split_indices
 
@@ -303,6 +305,29 @@ def accuracy(args, speed: dict[str, tuple[float, float]]) -> None:
               f"{ours['wall_seconds'] / theirs['wall_seconds']:.2f}, time per evaluation "
               + ", ".join(f"{n} {speed[n][0] / speed[n][1]:.2f}" for n in names)
               + " (evaluation times: the speed table above, same architecture; the cost does not depend on weights)")
+    return run / "molfree" / "model.pt"
+
+
+def nve(model_path: Path, picoseconds: float) -> None:
+    """Energy conservation of a trained model: OpenMM velocity-Verlet NVE of alanine dipeptide (vacuum topology)
+    through NeuralForce, float32, 300 K start, at two time steps (drift per ns per atom, total-energy std)."""
+    import openmm
+
+    from molfree.md import nve_energy_drift
+    from molfree.openmm import NeuralForce
+
+    alanine = systems.load("alanine-dipeptide-vacuum")
+    system = openmm.System()
+    for atom in alanine.topology.atoms():
+        system.addParticle(atom.element.mass)
+    system.addForce(NeuralForce(model_path, alanine.topology, dtype=torch.float32))
+    print(f"\nNVE with the trained model {model_path} (alanine dipeptide, float32, {picoseconds:g} ps, Reference platform)")
+    for timestep_fs in (0.5, 0.25):
+        start = time.perf_counter()
+        result = nve_energy_drift(system, alanine.positions, 300.0, timestep_fs, round(picoseconds * 1000 / timestep_fs))
+        print(f"  {timestep_fs:g} fs: drift {result['drift']:.3g} kJ/mol/ns/atom, total-energy std "
+              f"{result['std']:.3g} kJ/mol, range {np.ptp(result['totals']):.3g} kJ/mol "
+              f"({time.perf_counter() - start:.0f} s)")
 
 
 def main() -> None:
@@ -323,13 +348,18 @@ def main() -> None:
                              f"{ACCURACY_EPOCHS[True]} with --quick)")
     parser.add_argument("--out", default="runs/bench-potentials", help="accuracy: data cache and training runs")
     parser.add_argument("--mace-python", default=".venv-mace/bin/python")
+    parser.add_argument("--nve", metavar="MODEL", help="only the NVE energy-conservation check of a trained model file")
+    parser.add_argument("--nve-ps", type=float, default=1.0, help="NVE length in ps (default: 1)")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.nve:
+        nve(Path(args.nve), args.nve_ps)
+        return
     frames = structures(args.quick, args.max_atoms)
     speed = speed_table(frames, args)
     bridge_overhead(frames[:2], args)
     if args.accuracy:
-        accuracy(args, speed)
+        nve(accuracy(args, speed), args.nve_ps)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from ase.calculators.fd import calculate_numerical_stress
 from openmm import app, unit
 
 from molfree import units
+from molfree.md import nve_energy_drift
 from molfree.ase import MolfreeCalculator
 from molfree.openmm import NeuralForce
 from molfree.openmm.neuralforce import NeuralForceComputation
@@ -239,19 +240,8 @@ def test_mlpotential_mixed_system_interpolation(model_path, alanine):
 def nve_drift(model, n_steps: int) -> tuple[float, float]:
     """(drift kJ/mol/ns/atom from a linear fit, std of the total energy kJ/mol) of OpenMM NVE at 0.5 fs, 300 K."""
     topology, x, _ = periodic_system()
-    system = system_of(topology, NeuralForce(model, topology))
-    integrator = openmm.VerletIntegrator(0.0005)
-    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("Reference"))
-    context.setPositions(x)
-    context.setVelocitiesToTemperature(300.0, 1)
-    times, totals = [], []
-    for _ in range(n_steps // 10):
-        state = context.getState(energy=True)
-        times.append(state.getTime().value_in_unit(unit.picosecond))
-        totals.append((state.getPotentialEnergy() + state.getKineticEnergy()).value_in_unit(unit.kilojoule_per_mole))
-        integrator.step(10)
-    slope = np.polyfit(times, totals, 1)[0]  # kJ/mol/ps
-    return slope * 1000.0 / len(x), float(np.std(totals))
+    result = nve_energy_drift(system_of(topology, NeuralForce(model, topology)), x, 300.0, 0.5, n_steps)
+    return result["drift"], result["std"]
 
 
 def test_openmm_nve_conserves_energy(model):
