@@ -241,6 +241,42 @@ def _add_crystal_parser(sub) -> None:
     generate.set_defaults(func=_cmd_crystal_generate)
 
 
+def _cmd_conformers(args: argparse.Namespace) -> None:
+    from .workflows.conformers import SamplerOptions, run_conformers
+
+    options = SamplerOptions(temperature=args.temperature, max_energy_evaluations=args.budget)
+    out = args.out or f"runs/conformers-{args.energy if args.energy in ('mmff', 'xtb') else 'model'}"
+    run_conformers(args.smiles, out, energy=args.energy, n=args.n, relax_method=args.relax,
+                   rmsd_threshold=args.rmsd_threshold, options=options, reference_embeddings=args.reference_embeddings,
+                   compare=not args.no_compare, seed=args.seed, progress=not args.quiet)
+    print(f"[molfree conformers] conformers.sdf, metrics.json{'' if args.no_compare else ', etkdg.sdf, report.md'} "
+          f"in {out}")
+
+
+def _add_conformers_parser(sub) -> None:
+    conformers = sub.add_parser("conformers", help="conformers from SMILES with the torsional adjoint sampler, "
+                                                   "compared with RDKit ETKDG (coverage, AMR)")
+    conformers.add_argument("smiles", help="the molecule, e.g. 'CC(C)Cc1ccc(cc1)[C@H](C)C(=O)O'")
+    conformers.add_argument("--energy", default="mmff", help="mmff (RDKit MMFF94), xtb (GFN2-xTB via tblite) or a "
+                                                             "molfree model file (default: mmff)")
+    conformers.add_argument("-n", type=int, default=100, help="conformers to generate (default: 100)")
+    conformers.add_argument("--relax", nargs="?", const="mmff", choices=("mmff", "energy"),
+                            help="relax the conformers: mmff (RDKit MMFF94, the default with a bare --relax) or "
+                                 "energy (L-BFGS on --energy)")
+    conformers.add_argument("--rmsd-threshold", type=float, default=0.5,
+                            help="deduplication threshold, heavy-atom RMSD in Å (default: 0.5)")
+    conformers.add_argument("--temperature", type=float, default=1000.0,
+                            help="sampling temperature, K (default: 1000; higher is more diverse)")
+    conformers.add_argument("--budget", type=int, default=6000, help="training energy evaluations (default: 6000)")
+    conformers.add_argument("--reference-embeddings", type=int, default=500,
+                            help="ETKDG embeddings of the reference ensemble (default: 500)")
+    conformers.add_argument("--no-compare", action="store_true", help="skip the ETKDG baseline and reference")
+    conformers.add_argument("--seed", type=int, default=0)
+    conformers.add_argument("--out", help="run directory (default: runs/conformers-<energy>)")
+    conformers.add_argument("--quiet", action="store_true", help="no progress bar")
+    conformers.set_defaults(func=_cmd_conformers)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="molfree",
@@ -263,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bg_parser(sub)
     _add_campaign_parser(sub)
     _add_crystal_parser(sub)
+    _add_conformers_parser(sub)
 
     train = sub.add_parser("train", help="train an equivariant potential from a YAML config")
     train.add_argument("config", help="YAML config (keys: see molfree.potentials.training)")

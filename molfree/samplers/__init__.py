@@ -1,5 +1,12 @@
-"""Diffusion samplers of Boltzmann densities: Adjoint Sampling, its SDE, networks, metrics and an MCMC baseline."""
-from .adjoint import AdjointConfig, AdjointSampler, LogZEstimate, SampleResult, TrainResult
+"""Diffusion samplers of Boltzmann densities: Adjoint Sampling (Cartesian and torsional), its SDE, networks, metrics
+and an MCMC baseline."""
+from .adjoint import (
+                      AdjointConfig,
+                      AdjointSampler,
+                      LogZEstimate,
+                      SampleResult,
+                      TrainResult,
+)
 from .mcmc import MCMCResult, equal_budget_metropolis, metropolis
 from .metrics import (
                       aligned_w2,
@@ -13,6 +20,14 @@ from .metrics import (
 )
 from .networks import EGNNDrift, MLPDrift
 from .sde import GeometricSchedule, MemorylessSDE
+from .torsional import (
+                      RotatableTorsions,
+                      TorsionalAdjointSampler,
+                      TorsionalEnergy,
+                      TorusDrift,
+                      WrappedSDE,
+                      farthest_point_subset,
+)
 
 __all__ = [
                       "AdjointConfig",
@@ -23,13 +38,19 @@ __all__ = [
                       "MCMCResult",
                       "MLPDrift",
                       "MemorylessSDE",
+                      "RotatableTorsions",
                       "SampleResult",
+                      "TorsionalAdjointSampler",
+                      "TorsionalEnergy",
+                      "TorusDrift",
                       "TrainResult",
+                      "WrappedSDE",
                       "aligned_w2",
                       "distance_w2",
                       "energy_w1",
                       "energy_w2",
                       "equal_budget_metropolis",
+                      "farthest_point_subset",
                       "log_mean_exp",
                       "metropolis",
                       "normalised_ess",

@@ -199,7 +199,7 @@ class AdjointSampler:
                                   generator=self.generator)
         x1 = x1[torch.isfinite(x1).flatten(1).all(1)]
         grad = self._reduced_gradient(x1)
-        target = x1 / self.sde.terminal_variance() - grad  # −∇g = −∇E/kT − ∇ ln p_ref
+        target = -self.sde.reference_score(x1) - grad  # −∇g = −∇E/kT − ∇ ln p_ref
         finite = torch.isfinite(target).flatten(1).all(1)
         self.buffer.add(x1[finite], target[finite])
 

@@ -93,6 +93,10 @@ class MemorylessSDE:
         d = self.n_dof(x.shape)
         return -0.5 * x.pow(2).sum((-1, -2)) / var - 0.5 * d * math.log(2 * math.pi * var)
 
+    def reference_score(self, x: torch.Tensor) -> torch.Tensor:
+        """∇ ln p_ref(x) = −x/ν(1), ``[B, N, dim]`` (x must lie in the subspace)."""
+        return -x / self.terminal_variance()
+
     def sample_reference(self, n: int, shape: tuple[int, int], generator=None, dtype=torch.float32) -> torch.Tensor:
         """Exact samples ``[n, N, dim]`` of the uncontrolled terminal marginal."""
         noise = torch.randn((n, *shape), generator=generator, dtype=dtype)
