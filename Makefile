@@ -48,6 +48,7 @@ bench: setup $(MACE_VENV)/.installed
 	$(PY) benchmarks/bg_alanine.py --quick
 	$(PY) benchmarks/hydration.py --quick
 	$(PY) benchmarks/adjoint_sampling.py --quick
+	$(PY) benchmarks/conformers.py --quick
 	$(PY) benchmarks/crystals.py --quick
 	$(PY) benchmarks/campaign.py
 
