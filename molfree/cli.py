@@ -217,28 +217,100 @@ def _add_campaign_parser(sub) -> None:
 def _cmd_crystal_generate(args: argparse.Namespace) -> None:
     from .workflows.crystal import GenerateSetup, run_generate, summary
 
+    if args.free == (args.composition is not None):
+        raise ValueError("give either --composition or --free")
+    generator = "flow" if args.free else args.generator
     setup = GenerateSetup(args.composition, calculator=args.calculator, n=args.n, seed=args.seed,
-                          max_atoms=args.max_atoms, fmax=args.fmax, steps=args.steps)
-    out = args.out or f"runs/crystal-{args.composition}-{args.calculator}"
+                          max_atoms=args.max_atoms, fmax=args.fmax, steps=args.steps, generator=generator,
+                          model=args.model, sample_steps=args.sample_steps)
+    out = args.out or f"runs/crystal-{args.composition or 'free'}-{args.calculator}-{generator}"
     print(summary(run_generate(setup, out)))
     print(f"[molfree crystal generate] CIFs, energy_volume.png, results.json and report.md in {out}")
 
 
+def _cmd_crystal_train(args: argparse.Namespace) -> None:
+    from .workflows.crystal import DataSetup, TrainSetup, run_train
+
+    data = DataSetup(args.compositions, calculator=args.calculator, per_composition=args.per_composition,
+                     max_atoms=args.max_atoms, fmax=args.fmax, steps=args.relax_steps, seed=args.seed)
+    setup = TrainSetup(data, holdout=args.holdout, hidden=args.hidden, layers=args.layers, train_steps=args.train_steps,
+                       batch_size=args.batch_size, lr=args.lr, checkpoint_every=args.checkpoint_every)
+    out = args.out or f"runs/crystal-train-{args.calculator}"
+    metrics = run_train(setup, out, progress=not args.quiet)
+    print(f"[molfree crystal train] {metrics['n_train']} train / {metrics['n_test']} held-out crystals from "
+          f"{metrics['data_cost']['relaxations']} relaxations; final loss {metrics['final_train_loss']:.4f}")
+    print(f"[molfree crystal train] model.pt, metrics.json, learning_curve.png and data/ in {out}")
+
+
+def _cmd_crystal_evaluate(args: argparse.Namespace) -> None:
+    import json
+    from pathlib import Path
+
+    from .workflows.crystal import EvaluateSetup, run_evaluate
+
+    data = args.data or str(Path(args.model).parent / "data" / "test.extxyz")
+    setup = EvaluateSetup(args.model, data, calculator=args.calculator, n_samples=args.n_samples,
+                          csp_samples=args.csp_samples, sample_steps=args.sample_steps, seed=args.seed)
+    out = args.out or str(Path(args.model).parent / "evaluation")
+    metrics = run_evaluate(setup, out)
+    print(json.dumps({"generation": metrics["generation"], "csp": metrics["csp"]}, indent=2))
+    print(f"[molfree crystal evaluate] metrics.json and report.md in {out}")
+
+
 def _add_crystal_parser(sub) -> None:
-    crystal = sub.add_parser("crystal", help="crystal structure generation: search, relax, symmetrise, rank")
+    crystal = sub.add_parser("crystal", help="crystal structure generation: search or CrystalFlow, relax, symmetrise, "
+                                             "rank; train and evaluate the generator")
     crystal_sub = crystal.add_subparsers(dest="crystal_command", metavar="STEP", required=True)
-    generate = crystal_sub.add_parser("generate", help="random-search candidates, relax, dedupe, rank, write CIFs "
-                                                      "(reruns resume)")
-    generate.add_argument("--composition", required=True, help="formula, e.g. NaCl")
-    generate.add_argument("--calculator", default="emt",
-                          help="lj, emt, tersoff, born-mayer, chgnet or a molfree model file (default: emt)")
+    calculators = "lj, emt, tersoff, born-mayer, chgnet or a molfree potential file (default: emt)"
+    generate = crystal_sub.add_parser("generate", help="generate candidates (random search or CrystalFlow), relax, "
+                                                      "dedupe, rank, write CIFs (reruns resume)")
+    generate.add_argument("--composition", help="formula, e.g. NaCl (structure prediction)")
+    generate.add_argument("--free", action="store_true",
+                          help="free generation: cells drawn from the CrystalFlow's training cells (needs --model)")
+    generate.add_argument("--generator", choices=("random", "flow"), default="random",
+                          help="random structure search or a trained CrystalFlow (default: random)")
+    generate.add_argument("--model", help="CrystalFlow model file from 'molfree crystal train'")
+    generate.add_argument("--sample-steps", type=int, default=10, help="CrystalFlow Euler steps (default: 10)")
+    generate.add_argument("--calculator", default="emt", help=calculators)
     generate.add_argument("-n", type=int, default=200, help="candidates (default: 200)")
     generate.add_argument("--max-atoms", type=int, default=8, help="atoms per cell at most (default: 8)")
     generate.add_argument("--fmax", type=float, default=0.01, help="force threshold, eV/Å (default: 0.01)")
     generate.add_argument("--steps", type=int, default=300, help="optimizer steps per relaxation (default: 300)")
     generate.add_argument("--seed", type=int, default=0)
-    generate.add_argument("--out", help="run directory (default: runs/crystal-<composition>-<calculator>)")
+    generate.add_argument("--out", help="run directory (default: runs/crystal-<composition>-<calculator>-<generator>)")
     generate.set_defaults(func=_cmd_crystal_generate)
+
+    train = crystal_sub.add_parser("train", help="relax random starts of compositions into training data, train a "
+                                                 "CrystalFlow (reruns resume)")
+    train.add_argument("--compositions", nargs="+", required=True, help="formulas, e.g. CuPd CuPt AgAu")
+    train.add_argument("--calculator", default="emt", help=calculators)
+    train.add_argument("--per-composition", type=int, default=20, help="random starts relaxed per composition "
+                                                                       "(default: 20)")
+    train.add_argument("--max-atoms", type=int, default=8, help="atoms per cell at most (default: 8)")
+    train.add_argument("--fmax", type=float, default=0.01, help="force threshold, eV/Å (default: 0.01)")
+    train.add_argument("--relax-steps", type=int, default=300, help="optimizer steps per relaxation (default: 300)")
+    train.add_argument("--holdout", type=float, default=0.2, help="held-out fraction of unique crystals (default: 0.2)")
+    train.add_argument("--hidden", type=int, default=64, help="CrystalFlow width (default: 64)")
+    train.add_argument("--layers", type=int, default=2, help="message-passing layers (default: 2)")
+    train.add_argument("--train-steps", type=int, default=2000, help="Adam steps (default: 2000)")
+    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--lr", type=float, default=2e-3)
+    train.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints (default: 100)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.add_argument("--out", help="run directory (default: runs/crystal-train-<calculator>)")
+    train.set_defaults(func=_cmd_crystal_train)
+
+    evaluate = crystal_sub.add_parser("evaluate", help="CDVAE-style metrics of a CrystalFlow on held-out crystals")
+    evaluate.add_argument("--model", required=True, help="model.pt from 'molfree crystal train'")
+    evaluate.add_argument("--data", help="extxyz of held-out crystals (default: <model dir>/data/test.extxyz)")
+    evaluate.add_argument("--calculator", help="for generated energies (default: the model's training calculator)")
+    evaluate.add_argument("--n-samples", type=int, default=100, help="free generations (default: 100)")
+    evaluate.add_argument("--csp-samples", type=int, default=1, help="CSP samples per held-out crystal (default: 1)")
+    evaluate.add_argument("--sample-steps", type=int, default=10, help="CrystalFlow Euler steps (default: 10)")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--out", help="directory for metrics.json and report.md (default: <model dir>/evaluation)")
+    evaluate.set_defaults(func=_cmd_crystal_evaluate)
 
 
 def _cmd_conformers(args: argparse.Namespace) -> None:

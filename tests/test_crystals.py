@@ -159,8 +159,12 @@ def test_impossible_cells_raise(cell):
 def test_unknown_calculator_and_element_coverage_raise():
     with pytest.raises(ValueError):
         make_calculator("nonsense", ["Cu"])
-    with pytest.raises(ValueError):
-        make_calculator("tersoff", ["C"])
+    with pytest.raises(ValueError, match="one element"):
+        make_calculator("tersoff", ["Si", "C"])
+    with pytest.raises(ValueError, match="Si, C or Ge|one of"):
+        make_calculator("tersoff", ["Sn"])
+    with pytest.raises(ValueError, match="born-mayer"):
+        make_calculator("born-mayer", ["Na", "Cu"])
     with pytest.raises(ValueError):
         random_candidate("Cu40", 0, max_atoms=8)
 
@@ -221,4 +225,122 @@ def test_crystal_flow_symmetries_training_and_sampling():
     assert samples and all(a.pbc.all() and a.get_chemical_formula() == "Cl4Na4" for a in samples)
     assert all(to_structure(a).is_ordered for a in samples)
     with pytest.raises(ValueError):
-        model.fit([data[0], bulk("Cu", "fcc", a=3.6)])
+        model.fit([])
+
+
+@pytest.mark.parametrize("element, a, energy", [("C", 3.566, -7.37), ("Ge", 5.657, -3.85)])
+def test_tersoff_carbon_and_germanium_diamond(element, a, energy):
+    atoms = bulk(element, "diamond", a=a)
+    atoms.calc = make_calculator("tersoff", [element])
+    assert atoms.get_potential_energy() / len(atoms) == pytest.approx(energy, abs=0.02)
+
+
+def test_born_mayer_alkali_halides_have_their_minimum_within_2_percent_of_the_lattice_constant():
+    from molfree.crystals.calculators import ROCK_SALT_A0
+
+    for cation, anion in (("Li", "F"), ("K", "Br")):  # the extremes of the table
+        a = ROCK_SALT_A0[cation, anion]
+        calc = make_calculator("born-mayer", [anion, cation])
+        energies = []
+        for scale in (0.98, 1.0, 1.02):
+            atoms = bulk(cation + anion, "rocksalt", a=a * scale)
+            atoms.calc = calc
+            energies.append(atoms.get_potential_energy())
+        assert energies[1] < min(energies[0], energies[2]), cation + anion
+
+
+def test_crystal_flow_mixed_compositions_save_load_and_errors(tmp_path):
+    import json
+
+    from molfree.crystals.generative import CrystalFlow
+    from molfree.potentials.serialization import FORMAT, VERSION
+
+    data = [bulk("Cu", "fcc", a=3.6), bulk("Au", "fcc", a=4.08), bulk("NaCl", "rocksalt", a=5.64),
+            bulk("NaCl", "rocksalt", a=5.64, cubic=True)]
+    model = CrystalFlow(hidden=8, layers=1, frequencies=2)
+    model.fit(data, steps=5, batch_size=2)
+    assert model.metadata["elements"] == ["Au", "Cl", "Cu", "Na"]
+    assert model.metadata["formula_units"] == {"1": 3, "4": 1}
+    path = model.save(tmp_path / "flow.pt", {"calculator": "emt"})
+    payload = torch.load(path, weights_only=True)
+    assert json.loads(payload["header"])["architecture"] == "CrystalFlow"
+    loaded = CrystalFlow.load(path)
+    assert loaded.provenance == {"calculator": "emt"}
+    a = model.eval().sample_composition({"Na": 1, "Cl": 1}, 3, max_atoms=8, steps=3, seed=4)
+    b = loaded.sample_composition({"Na": 1, "Cl": 1}, 3, max_atoms=8, steps=3, seed=4)
+    assert [x.get_chemical_formula() for x in a] == [x.get_chemical_formula() for x in b]
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(x.positions, y.positions, atol=1e-4)
+        assert x.pbc.all() and to_structure(x).is_ordered
+    # The training formula units decide the cell sizes (1 or 4 of 1..4 allowed): never 2 or 3.
+    assert {len(x) for x in a} <= {2, 8}
+    free = loaded.sample_free(6, steps=2)
+    assert free and {x.get_chemical_formula() for x in free} <= {"Cu", "Au", "ClNa", "Cl4Na4"}
+    with pytest.raises(ValueError, match="never seen"):
+        loaded.sample_composition({"Si": 1}, 2, max_atoms=4)
+    (tmp_path / "junk.pt").write_bytes(b"not a model")
+    with pytest.raises(ValueError, match="not a molfree model file"):
+        CrystalFlow.load(tmp_path / "junk.pt")
+    torch.save({"format": FORMAT, "version": VERSION, "state_dict": {},
+                "header": json.dumps({"architecture": "EquivariantPotential"})}, tmp_path / "potential.pt")
+    with pytest.raises(ValueError, match="not a CrystalFlow"):
+        CrystalFlow.load(tmp_path / "potential.pt")
+    with pytest.raises(ValueError, match="not been trained"):
+        CrystalFlow().sample_free(1)
+
+
+def test_csp_match_takes_the_best_of_several_candidates():
+    cu, fe = bulk("Cu", "fcc", a=3.61), bulk("Fe", "bcc", a=2.87)
+    assert metrics.csp_match([[bulk("Cu", "bcc", a=2.9), bulk("Cu", "fcc", a=3.7)]], [cu])["match_rate"] == 1.0
+    assert metrics.csp_match([[bulk("Fe", "fcc", a=3.6)], fe], [fe, fe])["match_rate"] == 0.5
+
+
+def test_cli_train_evaluate_generate_flow_round_trip(tmp_path, capsys):
+    import json
+
+    from ase.io import read
+
+    from molfree.cli import main
+
+    run = tmp_path / "train"
+    assert main(["crystal", "train", "--compositions", "Cu", "Au", "--per-composition", "2", "--max-atoms", "1",
+                 "--fmax", "0.1", "--relax-steps", "40", "--train-steps", "20", "--batch-size", "4", "--hidden", "8",
+                 "--layers", "1", "--checkpoint-every", "10", "--holdout", "0.5", "--quiet", "--out", str(run)]) == 0
+    for name in ("model.pt", "checkpoint.pt", "metrics.json", "learning_curve.png", "data/train.extxyz",
+                 "data/test.extxyz", "report.md"):
+        assert (run / name).is_file(), name
+    train = read(run / "data" / "train.extxyz", index=":")
+    assert train and all(np.isfinite(a.info["energy_per_atom"]) for a in train)
+    # A rerun resumes: nothing is relaxed or trained again.
+    relaxed = run / "data" / "candidates" / "Cu" / "0000.extxyz"
+    stamp = relaxed.stat().st_mtime_ns
+    assert main(["crystal", "train", "--compositions", "Cu", "Au", "--per-composition", "2", "--max-atoms", "1",
+                 "--fmax", "0.1", "--relax-steps", "40", "--train-steps", "20", "--batch-size", "4", "--hidden", "8",
+                 "--layers", "1", "--checkpoint-every", "10", "--holdout", "0.5", "--quiet", "--out", str(run)]) == 0
+    assert relaxed.stat().st_mtime_ns == stamp
+    assert len(torch.load(run / "checkpoint.pt", weights_only=True)["state"]["losses"]) == 20
+
+    assert main(["crystal", "evaluate", "--model", str(run / "model.pt"), "--n-samples", "4"]) == 0
+    result = json.loads((run / "evaluation" / "metrics.json").read_text())
+    assert result["ground_truth_validity"] == {"valid_structural": 1.0, "valid_compositional": 1.0,
+                                               "valid_overall": 1.0}
+    assert result["n_generated"] == 4 and 0.0 <= result["csp"]["match_rate"] <= 1.0
+    assert set(result["generation"]) >= {"cov_r", "cov_p", "wdist_density", "wdist_energy_per_atom"}
+
+    out = tmp_path / "gen"
+    assert main(["crystal", "generate", "--composition", "Cu", "--generator", "flow", "--model", str(run / "model.pt"),
+                 "-n", "1", "--max-atoms", "1", "--fmax", "0.1", "--steps", "40", "--out", str(out)]) == 0
+    generated = read(out / "candidates" / "0000.extxyz")
+    assert generated.pbc.all() and generated.get_chemical_formula() == "Cu" and to_structure(generated).is_ordered
+    assert json.loads((out / "results.json").read_text())["generator"] == "flow"
+
+    capsys.readouterr()
+    assert main(["crystal", "generate", "--composition", "NaCl", "--generator", "flow", "--model",
+                 str(run / "model.pt"), "-n", "1", "--out", str(tmp_path / "nacl")]) == 2
+    assert "never seen ['Cl', 'Na']" in capsys.readouterr().err
+    (tmp_path / "bad.pt").write_text("junk")
+    assert main(["crystal", "generate", "--composition", "Cu", "--generator", "flow", "--model",
+                 str(tmp_path / "bad.pt"), "-n", "1", "--out", str(tmp_path / "bad")]) == 2
+    assert "not a molfree model file" in capsys.readouterr().err
+    assert main(["crystal", "generate", "--free", "--composition", "Cu", "--model", str(run / "model.pt")]) == 2
+    assert main(["crystal", "generate", "--composition", "Cu", "--generator", "flow"]) == 2

@@ -1,5 +1,5 @@
 """Named ASE calculators for crystals (eV, Å): pair potentials on molfree's neighbor list, EMT,
-Tersoff silicon, CHGNet and molfree model files.
+Tersoff (Si, C, Ge), alkali-halide Born–Mayer, CHGNet and molfree model files.
 
 ``make_calculator(name, symbols)`` is the single entry point; ``name`` is one of :data:`NAMES`
 or the path of a molfree model file.
@@ -24,15 +24,16 @@ from ..neighbors import neighbor_list
 
 __all__ = [
     "NAMES",
+    "ROCK_SALT_A0",
     "BornMayer",
     "DSFCoulomb",
     "LennardJones",
     "PairCalculator",
     "PairTerm",
+    "born_mayer",
     "lennard_jones",
     "make_calculator",
-    "nacl_born_mayer",
-    "tersoff_si",
+    "tersoff",
 ]
 
 NAMES = ("lj", "emt", "tersoff", "born-mayer", "chgnet")
@@ -202,35 +203,49 @@ def lennard_jones(symbols: list[str], params: dict[str, tuple[float, float]] | N
 
 
 #: Born–Mayer ρ (Å) of Tosi & Fumi for the alkali halides.
-_NACL_RHO = 0.317
-_NACL_A0 = 5.64
+_BORN_MAYER_RHO = 0.317
+#: Experimental rock-salt lattice constants (Å) of alkali halides.
+ROCK_SALT_A0 = {("Li", "F"): 4.03, ("Li", "Cl"): 5.13, ("Na", "F"): 4.63, ("Na", "Cl"): 5.64, ("Na", "Br"): 5.97,
+                ("K", "F"): 5.35, ("K", "Cl"): 6.29, ("K", "Br"): 6.60}
 
 
-def nacl_born_mayer(cutoff: float = 10.0) -> PairCalculator:
-    """Rigid-ion NaCl: formal charges ±1 e (DSF Coulomb) + Na–Cl Born–Mayer repulsion with ρ = 0.317 Å
-    and A fixed by the nearest-neighbour equilibrium of rock salt at a = 5.64 Å (Madelung 1.7476)."""
-    r0 = _NACL_A0 / 2
-    amplitude = 1.747565 * COULOMB_EV_ANGSTROM * _NACL_RHO * math.exp(r0 / _NACL_RHO) / (6 * r0**2)
-    return PairCalculator([DSFCoulomb({"Na": 1.0, "Cl": -1.0}),
-                           BornMayer({("Na", "Cl"): (amplitude, _NACL_RHO)})], cutoff=cutoff)
+def born_mayer(cation: str = "Na", anion: str = "Cl", cutoff: float = 10.0) -> PairCalculator:
+    """Rigid-ion alkali halide: formal charges ±1 e (DSF Coulomb) + cation–anion Born–Mayer repulsion
+    with ρ = 0.317 Å and A fixed by the nearest-neighbour equilibrium of rock salt at the
+    experimental lattice constant (:data:`ROCK_SALT_A0`, Madelung 1.7476)."""
+    if (cation, anion) not in ROCK_SALT_A0:
+        raise ValueError(f"born-mayer: parameters for {sorted(''.join(p) for p in ROCK_SALT_A0)} only, "
+                         f"not {cation}{anion}")
+    r0 = ROCK_SALT_A0[cation, anion] / 2
+    amplitude = 1.747565 * COULOMB_EV_ANGSTROM * _BORN_MAYER_RHO * math.exp(r0 / _BORN_MAYER_RHO) / (6 * r0**2)
+    return PairCalculator([DSFCoulomb({cation: 1.0, anion: -1.0}),
+                           BornMayer({(cation, anion): (amplitude, _BORN_MAYER_RHO)})], cutoff=cutoff)
 
 
-#: Tersoff's Si(B) parameters, PRB 37, 6991 (1988), in ASE's TersoffParameters order.
-_TERSOFF_SI_B = {"m": 3.0, "gamma": 1.0, "lambda3": 0.0, "c": 100390.0, "d": 16.217, "h": -0.59825,
-                 "n": 0.78734, "beta": 1.1e-6, "lambda2": 1.73222, "B": 471.18, "R": 2.85, "D": 0.15,
-                 "lambda1": 2.4799, "A": 1830.8}
+#: Tersoff's parameters in ASE's TersoffParameters order: Si(B), PRB 37, 6991 (1988); C and Ge,
+#: PRB 39, 5566 (1989) (R and D are the midpoint and half-width of Tersoff's R..S cutoff).
+_TERSOFF = {
+    "Si": {"m": 3.0, "gamma": 1.0, "lambda3": 0.0, "c": 100390.0, "d": 16.217, "h": -0.59825, "n": 0.78734,
+           "beta": 1.1e-6, "lambda2": 1.73222, "B": 471.18, "R": 2.85, "D": 0.15, "lambda1": 2.4799, "A": 1830.8},
+    "C": {"m": 3.0, "gamma": 1.0, "lambda3": 0.0, "c": 38049.0, "d": 4.3484, "h": -0.57058, "n": 0.72751,
+          "beta": 1.5724e-7, "lambda2": 2.2119, "B": 346.74, "R": 1.95, "D": 0.15, "lambda1": 3.4879, "A": 1393.6},
+    "Ge": {"m": 3.0, "gamma": 1.0, "lambda3": 0.0, "c": 106430.0, "d": 15.652, "h": -0.43884, "n": 0.75627,
+           "beta": 9.0166e-7, "lambda2": 1.7047, "B": 419.23, "R": 2.95, "D": 0.15, "lambda1": 2.4451, "A": 1769.0},
+}
 
 
-def tersoff_si() -> Calculator:
-    """ASE's native Tersoff calculator (ase >= 3.25) with Tersoff's Si(B) parameters."""
+def tersoff(element: str = "Si") -> Calculator:
+    """ASE's native Tersoff calculator (ase >= 3.25) for one of Si, C, Ge (no mixtures)."""
     from ase.calculators.tersoff import Tersoff, TersoffParameters
 
-    return Tersoff({("Si", "Si", "Si"): TersoffParameters(**_TERSOFF_SI_B)})
+    if element not in _TERSOFF:
+        raise ValueError(f"tersoff: parameters for one of {sorted(_TERSOFF)} only, got {element!r}")
+    return Tersoff({(element, element, element): TersoffParameters(**_TERSOFF[element])})
 
 
 def make_calculator(name: str, symbols: list[str]) -> Calculator:
-    """A fresh calculator for a crystal of ``symbols``: ``lj``, ``emt``, ``tersoff`` (Si only),
-    ``born-mayer`` (NaCl only), ``chgnet`` or a molfree model file path."""
+    """A fresh calculator for a crystal of ``symbols``: ``lj``, ``emt``, ``tersoff`` (Si, C or Ge),
+    ``born-mayer`` (alkali halides of :data:`ROCK_SALT_A0`), ``chgnet`` or a molfree model file path."""
     elements = set(symbols)
     if name == "lj":
         return lennard_jones(symbols)
@@ -241,13 +256,14 @@ def make_calculator(name: str, symbols: list[str]) -> Calculator:
             raise ValueError(f"emt covers {sorted(parameters)}, not {sorted(elements - set(parameters))}")
         return EMT()
     if name == "tersoff":
-        if elements != {"Si"}:
-            raise ValueError(f"tersoff: parameters for Si only, got {sorted(elements)}")
-        return tersoff_si()
+        if len(elements) != 1:
+            raise ValueError(f"tersoff: one element (Si, C or Ge) only, got {sorted(elements)}")
+        return tersoff(elements.pop())
     if name == "born-mayer":
-        if not elements <= {"Na", "Cl"}:
-            raise ValueError(f"born-mayer: parameters for NaCl only, got {sorted(elements)}")
-        return nacl_born_mayer()
+        ions = sorted(elements, key=lambda s: atomic_numbers[s] in (9, 17, 35))
+        if len(ions) != 2:
+            raise ValueError(f"born-mayer: one alkali and one halide, got {sorted(elements)}")
+        return born_mayer(*ions)
     if name == "chgnet":
         from chgnet.model import CHGNetCalculator
 

@@ -12,7 +12,7 @@ from scipy.stats import wasserstein_distance
 from .relax import matcher
 from .structures import composition_valid, density, structure_valid, to_structure
 
-__all__ = ["coverage", "csp_match", "property_wasserstein", "validity"]
+__all__ = ["coverage", "csp_match", "generation_metrics", "property_wasserstein", "validity"]
 
 
 def validity(structures: list[Atoms]) -> dict[str, float]:
@@ -47,12 +47,37 @@ def property_wasserstein(generated: list[Atoms], references: list[Atoms],
     return out
 
 
-def csp_match(predicted: list[Atoms], targets: list[Atoms]) -> dict[str, float]:
-    """CSP match rate and mean normalised RMS displacement over matched pairs (``StructureMatcher``
-    with stol=0.5, angle_tol=10°, ltol=0.3); RMSE is NaN when nothing matches."""
+def csp_match(predicted: list[Atoms] | list[list[Atoms]], targets: list[Atoms]) -> dict[str, float]:
+    """CSP match rate and mean normalised RMS displacement over matched targets (``StructureMatcher``
+    with stol=0.5, angle_tol=10°, ltol=0.3); RMSE is NaN when nothing matches.
+
+    ``predicted[k]`` is one structure or a list of candidates for ``targets[k]``; with several
+    candidates the best match counts (DiffCSP's match rate at k samples)."""
     if len(predicted) != len(targets) or not targets:
-        raise ValueError("csp_match needs one prediction per target and at least one target")
+        raise ValueError("csp_match needs one prediction (or list of candidates) per target and at least one target")
     sm = matcher()
-    rms = [sm.get_rms_dist(to_structure(p), to_structure(t)) for p, t in zip(predicted, targets)]
-    matched = [r[0] for r in rms if r is not None]
+    matched = []
+    for candidates, target in zip(predicted, targets):
+        ref = to_structure(target)
+        rms = [sm.get_rms_dist(to_structure(p), ref) for p in ([candidates] if isinstance(candidates, Atoms)
+                                                                else candidates)]
+        rms = [r[0] for r in rms if r is not None]
+        if rms:
+            matched.append(min(rms))
     return {"match_rate": len(matched) / len(targets), "rmse": float(np.mean(matched)) if matched else float("nan")}
+
+
+def generation_metrics(generated: list[Atoms], references: list[Atoms], gen_energies: list[float],
+                       ref_energies: list[float]) -> dict[str, float]:
+    """CDVAE's generation metrics: validity, COV-R/COV-P, and the Wasserstein distances of density
+    (g/cm³) and energy per atom (eV) computed over the structurally valid generated crystals only
+    (those with a finite energy)."""
+    ok = [k for k, a in enumerate(generated) if structure_valid(a) and np.isfinite(gen_energies[k])]
+    out = {f"valid_{k}": v for k, v in validity(generated).items()}
+    out.update(coverage(generated, references))
+    if ok:
+        w = property_wasserstein([generated[k] for k in ok], references, [gen_energies[k] for k in ok], ref_energies)
+        out.update({"wdist_density": w["density"], "wdist_energy_per_atom": w["energy_per_atom"]})
+    else:
+        out.update({"wdist_density": float("nan"), "wdist_energy_per_atom": float("nan")})
+    return out

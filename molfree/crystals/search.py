@@ -3,7 +3,7 @@ each relaxed; relaxations and energy evaluations are counted (eV, Å)."""
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,6 +21,7 @@ __all__ = [
     "random_lattice",
     "random_search",
     "random_symmetric",
+    "relax_starts",
 ]
 
 #: Target volume of a random start, in units of the summed covalent-sphere volumes.
@@ -114,14 +115,20 @@ def random_candidate(composition: str | dict[str, int], index: int, seed: int = 
     return atoms if atoms is not None else random_lattice(counts, z, rng)
 
 
-def random_search(composition: str, calculator: Calculator, n: int, seed: int = 0, max_atoms: int = 8,
-                  fmax: float = 0.01, steps: int = 300,
-                  stop: Callable[[Relaxed], bool] | None = None) -> SearchResult:
-    """Relax ``n`` random starts of ``composition``; stop early once ``stop(candidate)`` is true."""
+def relax_starts(starts: Iterable[Atoms], calculator: Calculator, fmax: float = 0.01, steps: int = 300,
+                 stop: Callable[[Relaxed], bool] | None = None) -> SearchResult:
+    """Relax ``starts`` in order (from any generator); stop early once ``stop(candidate)`` is true."""
     result = SearchResult()
-    for index in range(n):
-        start = random_candidate(composition, index, seed, max_atoms)
+    for start in starts:
         result.candidates.append(relax(start, calculator, fmax=fmax, steps=steps))
         if stop is not None and stop(result.candidates[-1]):
             break
     return result
+
+
+def random_search(composition: str, calculator: Calculator, n: int, seed: int = 0, max_atoms: int = 8,
+                  fmax: float = 0.01, steps: int = 300,
+                  stop: Callable[[Relaxed], bool] | None = None) -> SearchResult:
+    """Relax ``n`` random starts of ``composition``; stop early once ``stop(candidate)`` is true."""
+    starts = (random_candidate(composition, index, seed, max_atoms) for index in range(n))
+    return relax_starts(starts, calculator, fmax=fmax, steps=steps, stop=stop)
