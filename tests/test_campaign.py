@@ -18,9 +18,9 @@ import pytest
 
 pytest.importorskip("distributed")
 
-from molfree.campaign import load_campaign  # noqa: E402
+from molfree.campaign import JobSpec, load_campaign  # noqa: E402
 from molfree.campaign.report import gather, write_report  # noqa: E402
-from molfree.campaign.runner import execute, make_cluster, run_campaign  # noqa: E402
+from molfree.campaign.runner import execute, execute_many, make_cluster, run_campaign  # noqa: E402
 from molfree.campaign.spec import ClusterConfig  # noqa: E402
 from molfree.campaign.store import Store  # noqa: E402
 from molfree.cli import main  # noqa: E402
@@ -171,10 +171,10 @@ def test_run_left_by_a_crash_resumes_without_recomputing(client, reference, tmp_
     campaign = load_campaign(write_campaign(tmp_path, repeats=1, lease=1.0))
     store = Store(campaign.db_path)
     store.register(campaign.jobs, campaign.max_attempts)
-    for spec in campaign.jobs[:2]:
-        attempt = store.claim(spec.key, "dead-run", campaign.lease_seconds)
-        assert store.complete(spec.key, "dead-run", execute(spec.to_json(), str(campaign.directory), attempt))
-    assert store.claim(campaign.jobs[2].key, "dead-run", campaign.lease_seconds) == 1  # killed mid-job
+    claimed, _ = store.claim([spec.key for spec in campaign.jobs[:3]], "dead-run", campaign.lease_seconds)
+    assert set(claimed.values()) == {1}
+    outcomes = {spec.key: execute(spec.to_json(), str(campaign.directory), 1) for spec in campaign.jobs[:2]}
+    assert set(store.settle("dead-run", outcomes).values()) == {"done"}  # the third was killed mid-job
     before = job_rows(campaign)
     summary = run_campaign(campaign, client=client, progress=False)
     assert summary["already_done"] == 2 and summary["completed"] == len(campaign.jobs) - 2
@@ -201,6 +201,25 @@ def test_two_runs_in_one_process_do_not_duplicate_work(client, reference, tmp_pa
     assert {row["status"] for row in rows.values()} == {"done"}
     assert all(row["computations"] == 1 and row["attempts"] == 1 for row in rows.values())
     assert sum(summary["completed"] for summary in summaries) == len(campaign.jobs)
+
+
+def test_a_failing_job_fails_alone_in_its_batch_then_runs_out_of_attempts(tmp_path):
+    campaign = load_campaign(write_campaign(tmp_path, repeats=1))
+    good = campaign.jobs[0]
+    bad = JobSpec("hydration", {**good.params, "platform": "NoSuchPlatform"}, group="bad")
+    store = Store(campaign.db_path)
+    store.register([bad, good], max_attempts=2)
+    claimed, _ = store.claim([bad.key, good.key], "run", 60.0)
+    assert claimed == {bad.key: 1, good.key: 1}
+    (error, _), (records, seconds) = execute_many([bad.to_json(), good.to_json()], str(campaign.directory), [1, 1])
+    assert "NoSuchPlatform" in error and [r.name for r in records] == ["u_kn.npz"] and seconds > 0
+    assert store.settle("run", {bad.key: error, good.key: records}) == {bad.key: "retry", good.key: "done"}
+    assert store.claim([bad.key, good.key], "run", 60.0) == ({bad.key: 2}, {good.key: "done"})
+    assert store.settle("run", {bad.key: error}) == {bad.key: "failed"}
+    assert store.settle("run", {bad.key: error}) == {bad.key: "stale"}  # no longer this run's
+    assert store.claim([bad.key], "run", 60.0) == ({}, {bad.key: "failed"})
+    assert [event["kind"] for event in store.events() if event["key"] == bad.key] == [
+        "claim", "fail", "claim", "fail", "stale"]
 
 
 @pytest.mark.slow
@@ -239,6 +258,117 @@ def test_two_runs_at_once_do_not_duplicate_work(client, reference, tmp_path):
     assert 0 < summary["completed"] < len(campaign.jobs)  # both runs did some of the work
 
 
+OTHER_TYPES = """\
+name: other-types
+directory: state
+cluster: {kind: local, workers: 1}
+jobs:
+  - type: crystal
+    compositions: [Cu]
+    calculator: emt
+    n: 1
+    max_atoms: 1
+    fmax: 0.05
+    steps: 80
+  - type: potential
+    name: ar3
+    config: {data: ar3.xyz, max_steps: 4, batch_size: 4, val_fraction: 0.2, test_fraction: 0.2,
+             model: {channels: 4, l_max: 1, n_layers: 1, radial_hidden: 8, cutoff: 0.6}}
+  - type: bg
+    systems: [alanine-dipeptide-vacuum]
+    reference_ps: 0.5
+    n_layers: 2
+    hidden: 8
+    n_bins: 4
+    ml_steps: 3
+    kl_steps: 0
+    batch_size: 16
+    n_samples: 16
+"""
+
+
+def write_ar3(path: Path) -> None:
+    """20 perturbed Ar3 triangles labelled by ASE's Lennard-Jones (eV, Å)."""
+    from ase import Atoms
+    from ase.calculators.lj import LennardJones
+
+    from molfree.potentials.data import write_xyz
+
+    rng = np.random.default_rng(0)
+    frames = []
+    for _ in range(20):
+        atoms = Atoms("Ar3", positions=[[0, 0, 0], [3.8, 0, 0], [1.9, 3.3, 0]] + rng.normal(0, 0.15, (3, 3)))
+        atoms.calc = LennardJones(sigma=3.4, epsilon=0.0104, rc=6.0)
+        atoms.get_forces()
+        frames.append(atoms)
+    write_xyz(path, frames)
+
+
+def one_type_campaign(folder: Path, job_type: str):
+    """The campaign of OTHER_TYPES's ``job_type`` job alone (with its training data)."""
+    header, *entries = OTHER_TYPES.split("  - type: ")
+    write_ar3(folder / "ar3.xyz")
+    (folder / "campaign.yaml").write_text(header + "  - type: " + next(e for e in entries if e.startswith(job_type)))
+    return load_campaign(folder / "campaign.yaml")
+
+
+def run_one(client, campaign) -> tuple[dict, list[str]]:
+    """Run a one-job campaign; its gathered result and the names of its result files."""
+    assert run_campaign(campaign, client=client, progress=False)["completed"] == 1
+    (result,) = gather(campaign).values()
+    assert result["status"] == "ok", result
+    store = Store(campaign.db_path)
+    names = sorted(record.name for record in store.files(campaign.jobs[0].key))
+    store.close()
+    return result, names
+
+
+def test_crystal_job(client, tmp_path):
+    campaign = one_type_campaign(tmp_path, "crystal")
+    result, names = run_one(client, campaign)
+    assert names == ["results.json"]
+    assert result["relaxations"] == result["unique"] == 1 and result["lowest_energy_per_atom_eV"] < 0.1
+    assert "composition: Cu, calculator: emt, relaxations: 1" in write_report(campaign).read_text()
+
+
+@pytest.mark.slow  # 25-55 s here: imports (e3nn, matplotlib) in the worker and the learning-curve plot
+def test_potential_job_and_its_partial_model_file(client, tmp_path):
+    campaign = one_type_campaign(tmp_path, "potential")
+    result, names = run_one(client, campaign)
+    assert names == ["metrics.json", "model.pt"]
+    assert result["steps"] == 4 and np.isfinite(result["test_force_mae_mev_per_angstrom"])
+    store = Store(campaign.db_path)
+    model = campaign.directory / store.files(campaign.jobs[0].key)[1].path
+    model.write_bytes(model.read_bytes()[:200])  # a partial model file is detected and the job rerun
+    assert run_campaign(campaign, client=client, progress=False)["completed"] == 1
+    assert store.job(campaign.jobs[0].key)["computations"] == 2 and len(store.events("corrupt")) == 1
+
+
+@pytest.mark.slow  # 10-30 s here: replica-exchange reference, flow training, sampling, equal-budget MD
+def test_bg_job(client, tmp_path):
+    result, names = run_one(client, one_type_campaign(tmp_path, "bg"))
+    assert names == ["metrics.json"]
+    assert result["system"] == "alanine-dipeptide-vacuum" and 0 < result["ess"] <= 1
+
+
+@pytest.mark.parametrize("old, new, line, message", [
+    ("    compositions: [Cu]", "    compositions: [Cu, Xq]", 6, "unknown element 'Xq'"),
+    ("    compositions: [Cu]", "    compositions: [Cu,\n      NaCl]", 7, "emt covers .*not \\['Cl', 'Na'\\]"),
+    ("    steps: 80", "    steps: 0", 11, "steps must be >= 1"),
+    ("max_steps: 4,", "max_steps: 4, dtype: float16,", 14, "dtype must be"),
+    ("{data: ar3.xyz,", "{data: missing.xyz,", 14, "training data .*missing.xyz not found"),
+    ("    name: ar3", "    name: ar3\n    epochs: 3", 14, "unknown key 'epochs'"),
+    ("    systems: [alanine-dipeptide-vacuum]", "    systems: [chignolin]", 17, "bg system must be one of"),
+    ("    hidden: 8", "    hidden: 8.5", 20, "hidden must be an integer"),
+])
+def test_bad_jobs_of_other_types_are_rejected_with_the_line(tmp_path, old, new, line, message):
+    write_ar3(tmp_path / "ar3.xyz")
+    path = tmp_path / "campaign.yaml"
+    path.write_text(OTHER_TYPES.replace(old, new, 1))
+    with pytest.raises(ValueError, match=rf"campaign.yaml:{line}: .*{message}"):
+        load_campaign(path)
+
+
 @pytest.mark.parametrize("old, new, line, message", [
     ("  - type: hydration", "  - type: hydrolysis", 13, "unknown job type 'hydrolysis'"),
     ("    solutes: [lj]", "    solutes: [lj,\n      benzene]", 15, "missing solute 'benzene'"),
@@ -252,3 +382,44 @@ def test_bad_campaign_files_are_rejected_with_the_line(tmp_path, old, new, line,
     with pytest.raises(ValueError, match=rf"campaign.yaml:{line}: .*{message}"):
         load_campaign(path)
     assert not (tmp_path / "state").exists()  # nothing ran
+
+
+PROFILE = """\
+queue: gpu-queue
+account: chem
+lifetime: 50m
+lifetime_stagger: 4m
+resources: {cores: 8, memory: 1GB}
+"""
+
+
+@pytest.mark.parametrize("kind, directives", [
+    ("slurm", ["#SBATCH -p gpu-queue", "#SBATCH -A chem", "#SBATCH --cpus-per-task=4", "#SBATCH --mem=14G",  # 15 GB = 13.97 GiB, rounded up
+               "#SBATCH -t 02:30:00", "#SBATCH --gres=gpu:2"]),
+    ("pbs", ["#PBS -q gpu-queue", "#PBS -A chem", "#PBS -l select=1:ncpus=4:mem=14GB:ngpus=2",  # PBS GB = GiB
+             "#PBS -l walltime=02:30:00"]),
+])
+def test_batch_job_script_from_campaign_resources_and_profile(tmp_path, kind, directives):
+    """The campaign's resources (over its profile's) become the batch directives; no batch server needed."""
+    pytest.importorskip("dask_jobqueue")
+    from molfree.campaign.runner import jobqueue_cluster
+
+    (tmp_path / "hpc.yaml").write_text(PROFILE)
+    path = write_campaign(tmp_path)
+    path.write_text(path.read_text().replace(
+        "cluster: {kind: local, workers: 1}",
+        f"cluster: {{kind: {kind}, workers: 3, profile: hpc.yaml}}\n"
+        "resources: {cores: 4, memory: 15GB, gpus: 2, walltime: '02:30:00'}"))
+    config = load_campaign(path).cluster
+    assert (config.kind, config.workers, config.queue, config.lifetime) == (kind, 3, "gpu-queue", "50m")
+    cluster = jobqueue_cluster(config, tmp_path / "logs")
+    try:
+        script = cluster.job_script()
+    finally:
+        cluster.close()
+    lines = script.splitlines()
+    for directive in directives:
+        assert directive in lines, script
+    worker = next(line for line in lines if "distributed.cli.dask_worker" in line)
+    assert sys.executable in worker and "--nthreads 4" in worker
+    assert "--resources GPU=2 --lifetime 50m --lifetime-stagger 4m" in worker

@@ -103,6 +103,14 @@ def _plots(results: dict[str, dict], rows: list[dict]) -> list[str]:
     return images
 
 
+def _detail(result: dict) -> str:
+    """A group's error, or, for a group of another type than hydration, its scalar results."""
+    if "error" in result or "dG_kcal_mol" in result:
+        return result.get("error", "")
+    return ", ".join(f"{key}: {value:.4g}" if isinstance(value, float) else f"{key}: {value}"
+                     for key, value in result.items() if key != "status" and not isinstance(value, (dict, list)))
+
+
 def _table(header: list[str], rows: list[list]) -> str:
     cell = lambda v: f"{v:.3f}" if isinstance(v, float) else html.escape("" if v is None else str(v))  # noqa: E731
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
@@ -126,7 +134,7 @@ def write_report(campaign: Campaign, path: str | os.PathLike | None = None) -> P
                      for r in rows]),
              "<h2>Per group</h2>",
              _table(["group", "status", "ΔG (kcal/mol)", "MBAR error (kcal/mol)", "detail"],
-                    [[g, r.get("status"), r.get("dG_kcal_mol"), r.get("error_kcal_mol"), r.get("error", "")]
+                    [[g, r.get("status"), r.get("dG_kcal_mol"), r.get("error_kcal_mol"), _detail(r)]
                      for g, r in results.items()]),
              "<h2>Plots</h2>", *_plots(results, rows)]
     style = "table{border-collapse:collapse}td,th{border:1px solid #999;padding:2px 6px}"

@@ -12,6 +12,15 @@ Job types (:data:`JOB_TYPES`):
   windows into ``u_kln`` and runs :func:`~molfree.freeenergy.hydration.analyse_u_kln` (MBAR).
   Only the solvent leg is sampled: :func:`alchemical_system` keeps every intra-solute interaction,
   so the gas leg is 0 (see :mod:`molfree.freeenergy.hydration`) and ΔG_hyd = −ΔF_solvent.
+* ``bg``: one Boltzmann-generator training run (:func:`molfree.workflows.bg.run_train`) per system ×
+  repeat; result ``metrics.json``; ``gather``: ESS, KL(φ), W2(φ, ψ) and ΔF against the reference.
+* ``potential``: one equivariant-potential training (:func:`molfree.potentials.training.train`) of a
+  ``config`` mapping (its ``data`` file's SHA-256 is part of the job); results ``metrics.json`` and
+  ``model.pt``; ``gather``: test MAEs.
+* ``crystal``: one random structure search (:func:`molfree.workflows.crystal.run_generate`) per
+  composition; result ``results.json``; ``gather``: relaxations, unique structures, the lowest one.
+
+Other files a job writes stay in its attempt folder beside the registered results.
 
 A campaign file (paths relative to it; every key but ``jobs`` optional)::
 
@@ -46,6 +55,20 @@ A campaign file (paths relative to it; every key but ``jobs`` optional)::
         platform: CPU                                # Reference | CPU | CUDA | OpenCL (GPU: gpus >= 1)
         seed: 1
         resources: {cores: 2}
+      - type: bg
+        systems: [alanine-dipeptide-vacuum]    # alanine-dipeptide-implicit | alanine-dipeptide-vacuum
+        repeats: 2                             # seeds seed, seed + 1
+        seed: 0
+        reference_ps: 60.0                     # any BGSetup number: reference_ps, exchange_ps, timestep_fs,
+        ml_steps: 400                          # n_layers, hidden, n_bins, ml_steps, kl_steps, batch_size,
+        kl_steps: 60                           # kl_batch, lr, n_samples (defaults: BGSetup's)
+      - type: potential
+        name: ala-small
+        config: {data: data/labelled.xyz, max_epochs: 50, model: {channels: 16}}   # a TrainingConfig
+      - type: crystal
+        compositions: [Cu, Cu3Au]
+        calculator: emt                        # lj | emt | tersoff | born-mayer | chgnet
+        n: 50                                  # candidates; also seed, max_atoms, fmax (eV/Å), steps
 """
 from __future__ import annotations
 
@@ -177,14 +200,15 @@ class JobSpec:
     group: str
     resources: Resources = field(default_factory=Resources)
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
         """SHA-256 of the type and parameters (resources and group do not change the work)."""
         text = json.dumps({"type": self.type, "params": self.params}, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        return json.dumps({"type": self.type, "params": self.params, "group": self.group,
+                           "resources": vars(self.resources)}, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> JobSpec:
@@ -362,10 +386,8 @@ def _expand_hydration(entry: _Map, where: _Where, campaign: Campaign) -> list[Jo
     from ..freeenergy.alchemy import lambda_schedule
 
     where.mapping(entry, entry.line, "hydration job", _HYDRATION_KEYS)
-    names = entry.get("solutes")
-    if not isinstance(names, _Seq) or not names:
-        where.fail(entry.key_lines.get("solutes", entry.line), "hydration job needs a non-empty list 'solutes'")
-    for name, line in zip(names, names.item_lines):
+    names = _names(entry, where, "solutes", "hydration")
+    for name, line in names:
         if name not in campaign.solutes:
             where.fail(line, f"missing solute {name!r}: not defined under 'solutes:' "
                              f"(defined: {', '.join(sorted(campaign.solutes)) or 'none'})")
@@ -389,12 +411,195 @@ def _expand_hydration(entry: _Map, where: _Where, campaign: Campaign) -> list[Jo
     return [JobSpec("hydration", {**common, "solute": campaign.solutes[name].definition(), "window": k,
                                   "repeat": r, "seed": seed + 1000 * r + k},
                     group=f"{name}/repeat-{r}", resources=resources)
-            for name in names for r in range(repeats) for k in range(len(common["states"]))]
+            for name, _ in names for r in range(repeats) for k in range(len(common["states"]))]
+
+
+def _numbers(entry: _Map, where: _Where, defaults: dict, minimums: dict[str, float | None]) -> dict:
+    """``entry``'s numbers for the keys of ``minimums`` (None: must be > 0); defaults and kinds from ``defaults``."""
+    return {key: where.number(entry, key, defaults[key], type(defaults[key]), minimum=minimum,
+                              positive=minimum is None)
+            for key, minimum in minimums.items()}
+
+
+def _names(entry: _Map, where: _Where, key: str, what: str) -> list[tuple[str, int]]:
+    """A non-empty list of strings under ``key``, each with its line."""
+    values = entry.get(key)
+    if not isinstance(values, _Seq) or not values:
+        where.fail(entry.key_lines.get(key, entry.line), f"{what} job needs a non-empty list {key!r}")
+    for value, line in zip(values, values.item_lines):
+        if not isinstance(value, str):
+            where.fail(line, f"{key} must be strings, got {value!r}")
+    return list(zip(values, values.item_lines))
+
+
+def _check_json(*keys: str) -> Callable[[Path, dict], None]:
+    """A result check: the file is a JSON object with ``keys``."""
+    def check(path: Path, params: dict) -> None:
+        data = json.loads(path.read_text())
+        missing = [key for key in keys if key not in data]
+        if missing:
+            raise ValueError(f"{path}: missing {', '.join(missing)}")
+    return check
+
+
+def _gather_one(name: str, summary: Callable[[dict, dict], dict]) -> Callable[[list[JobSpec], dict, Campaign], dict]:
+    """The ``gather`` of one-job groups: ``summary(params, the job's JSON file name)``."""
+    def gather(specs: list[JobSpec], files: dict, campaign: Campaign) -> dict:
+        (spec,) = specs
+        return summary(spec.params, json.loads(Path(files[spec.key][name]).read_text()))
+    return gather
+
+
+# -- bg: Boltzmann-generator training (molfree.workflows.bg) ----------------------------------------------------
+
+_BG_NUMBERS = {"reference_ps": None, "exchange_ps": None, "timestep_fs": None, "n_layers": 1, "hidden": 1,
+               "n_bins": 2, "ml_steps": 1, "kl_steps": 0, "batch_size": 1, "kl_batch": 1, "lr": None,
+               "n_samples": 1}
+
+
+def _expand_bg(entry: _Map, where: _Where, campaign: Campaign) -> list[JobSpec]:
+    """One training run per system × repeat (seed, seed + 1, ...); numbers default to :class:`BGSetup`'s."""
+    from ..workflows.bg import SYSTEMS, BGSetup
+
+    where.mapping(entry, entry.line, "bg job", {"type", "systems", "repeats", "seed", "resources", *_BG_NUMBERS})
+    systems = _names(entry, where, "systems", "bg")
+    for name, line in systems:
+        if name not in SYSTEMS:
+            where.fail(line, f"bg system must be one of {', '.join(SYSTEMS)}, got {name!r}")
+    numbers = _numbers(entry, where, asdict(BGSetup()), _BG_NUMBERS)
+    seed = where.number(entry, "seed", 0, int, minimum=0)
+    repeats = where.number(entry, "repeats", 1, int, minimum=1)
+    resources = _resources(entry, where, campaign.cluster.resources)
+    return [JobSpec("bg", {**numbers, "system": name, "seed": seed + r}, group=f"bg/{name}/seed-{seed + r}",
+                    resources=resources)
+            for name, _ in systems for r in range(repeats)]
+
+
+def _run_bg(params: dict, out_dir: Path, threads: int) -> list[str]:
+    """Train a Boltzmann generator (reference MD, flow training, sampling, metrics) in ``out_dir``."""
+    from ..workflows.bg import BGSetup, run_train
+
+    run_train(BGSetup(**params, threads=threads), out_dir, progress=False)
+    return ["metrics.json"]
+
+
+def _summarise_bg(params: dict, metrics: dict) -> dict:
+    flow, reference = metrics["flow"], metrics["reference"]
+    return {"system": params["system"], "seed": params["seed"], "ess": flow["ess"], "kl_phi": flow["kl_phi"],
+            "w2_phi_psi": flow["w2_phi_psi"], "delta_f_kt": flow["delta_f_kt"],
+            "reference_delta_f_kt": reference["delta_f_kt"], "training_seconds": metrics["training_seconds"]}
+
+
+# -- potential: equivariant-potential training (molfree.potentials.training) --------------------------------------
+
+
+def _expand_potential(entry: _Map, where: _Where, campaign: Campaign) -> list[JobSpec]:
+    """One training run of ``config`` (a :class:`TrainingConfig` mapping; ``data`` relative to the campaign file)."""
+    from ..potentials.training import TrainingConfig
+
+    where.mapping(entry, entry.line, "potential job", {"type", "name", "config", "resources"})
+    name = where.text(entry, "name", None)
+    if name is None:
+        where.fail(entry.line, "potential job needs a 'name'")
+    line = entry.key_lines.get("config", entry.line)
+    config = where.mapping(entry.get("config"), line, "config", None)
+    if not isinstance(config.get("data"), str):
+        where.fail(config.key_lines.get("data", line), "config needs 'data': a labelled extended-XYZ file")
+    data = campaign.path.parent / config["data"]
+    if not data.is_file():
+        where.fail(config.key_lines["data"], f"training data {data} not found")
+    try:
+        config = TrainingConfig.from_dict({**config, "data": str(data), "progress": False}).to_dict()
+    except ValueError as exc:  # the line of the first key the message names
+        where.fail(next((n for key, n in config.key_lines.items() if key in str(exc)), line), str(exc))
+    with data.open("rb") as handle:
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+    return [JobSpec("potential", {"name": name, "config": config, "data_sha256": digest}, group=f"potential/{name}",
+                    resources=_resources(entry, where, campaign.cluster.resources))]
+
+
+def _run_potential(params: dict, out_dir: Path, threads: int) -> list[str]:
+    """Train the potential in ``out_dir`` (metrics.json, model.pt), on the data the campaign was validated with."""
+    import torch
+
+    from ..potentials.training import train
+
+    with open(params["config"]["data"], "rb") as handle:
+        if hashlib.file_digest(handle, "sha256").hexdigest() != params["data_sha256"]:
+            raise ValueError(f"{params['config']['data']} changed since the campaign was loaded")
+    torch.set_num_threads(threads)
+    train(params["config"], out_dir)
+    return ["metrics.json", "model.pt"]
+
+
+def _check_potential(path: Path, params: dict) -> None:
+    from ..potentials import read_header
+
+    if path.suffix == ".pt":
+        read_header(path)
+    else:
+        _check_json("test", "steps", "best_epoch")(path, params)
+
+
+def _summarise_potential(params: dict, metrics: dict) -> dict:
+    return {"name": params["name"], "steps": metrics["steps"], "best_epoch": metrics["best_epoch"],
+            **{f"test_{key}": value for key, value in metrics["test"].items()}}
+
+
+# -- crystal: random structure search (molfree.workflows.crystal) ------------------------------------------------
+
+_CALCULATORS = ("lj", "emt", "tersoff", "born-mayer", "chgnet")
+
+
+def _expand_crystal(entry: _Map, where: _Where, campaign: Campaign) -> list[JobSpec]:
+    """One random search per composition; numbers default to :class:`GenerateSetup`'s."""
+    from ..crystals.calculators import make_calculator
+    from ..crystals.structures import parse_composition
+    from ..workflows.crystal import GenerateSetup
+
+    where.mapping(entry, entry.line, "crystal job",
+                  {"type", "compositions", "calculator", "n", "seed", "max_atoms", "fmax", "steps", "resources"})
+    defaults = asdict(GenerateSetup(composition=""))
+    calculator = where.text(entry, "calculator", defaults["calculator"], choices=_CALCULATORS)
+    compositions = _names(entry, where, "compositions", "crystal")
+    for composition, line in compositions:
+        try:
+            symbols = list(parse_composition(composition))
+            if calculator != "chgnet":  # a model to load, not checked here
+                make_calculator(calculator, symbols)
+        except ValueError as exc:
+            where.fail(line, str(exc))
+    numbers = _numbers(entry, where, defaults, {"n": 1, "seed": 0, "max_atoms": 1, "fmax": None, "steps": 1})
+    resources = _resources(entry, where, campaign.cluster.resources)
+    return [JobSpec("crystal", {**numbers, "composition": composition, "calculator": calculator},
+                    group=f"crystal/{composition}/seed-{numbers['seed']}", resources=resources)
+            for composition, _ in compositions]
+
+
+def _run_crystal(params: dict, out_dir: Path, threads: int) -> list[str]:
+    """Random search, relaxation, deduplication and ranking in ``out_dir`` (results.json, CIFs, plot)."""
+    from ..workflows.crystal import GenerateSetup, run_generate
+
+    run_generate(GenerateSetup(**params), out_dir)
+    return ["results.json"]
+
+
+def _summarise_crystal(params: dict, results: dict) -> dict:
+    best = results["unique"][0] if results["unique"] else {}
+    return {"composition": params["composition"], "calculator": params["calculator"],
+            "relaxations": results["relaxations"], "converged": results["converged"], "unique": len(results["unique"]),
+            "lowest_energy_per_atom_eV": best.get("energy_per_atom_eV"), "lowest_symbol": best.get("symbol")}
 
 
 #: Registered job types by name.
 JOB_TYPES: dict[str, JobType] = {
     "hydration": JobType(expand=_expand_hydration, run=_run_window, check=_check_window, gather=_gather_hydration),
+    "bg": JobType(expand=_expand_bg, run=_run_bg, check=_check_json("flow", "reference"),
+                  gather=_gather_one("metrics.json", _summarise_bg)),
+    "potential": JobType(expand=_expand_potential, run=_run_potential, check=_check_potential,
+                         gather=_gather_one("metrics.json", _summarise_potential)),
+    "crystal": JobType(expand=_expand_crystal, run=_run_crystal, check=_check_json("unique", "relaxations"),
+                       gather=_gather_one("results.json", _summarise_crystal)),
 }
 
 

@@ -1,4 +1,4 @@
-"""Campaign state and results in SQLite (WAL, one transaction per change).
+"""Campaign state and results in SQLite (WAL; one transaction per claimed or finished batch of jobs).
 
 Only the processes that run a campaign (the Dask clients, on one host) touch the database;
 workers write result files. A run *claims* a job (a lease with an owner and an expiry that the
@@ -84,11 +84,11 @@ class Store:
 
     def register(self, specs: Iterable[JobSpec], max_attempts: int) -> None:
         """Add jobs not yet known (known jobs keep their state); update the retry limit."""
+        specs = list(specs)
         with self.transaction() as db:
-            for spec in specs:
-                db.execute("INSERT OR IGNORE INTO jobs (key, type, grp, spec, max_attempts) VALUES (?, ?, ?, ?, ?)",
-                           (spec.key, spec.type, spec.group, spec.to_json(), max_attempts))
-                db.execute("UPDATE jobs SET max_attempts = ? WHERE key = ?", (max_attempts, spec.key))
+            db.executemany("INSERT OR IGNORE INTO jobs (key, type, grp, spec, max_attempts) VALUES (?, ?, ?, ?, ?)",
+                           [(spec.key, spec.type, spec.group, spec.to_json(), max_attempts) for spec in specs])
+            db.executemany("UPDATE jobs SET max_attempts = ? WHERE key = ?", [(max_attempts, spec.key) for spec in specs])
 
     def verify(self, key: str, check: Callable[[Path], None]) -> bool:
         """True if the job is done and its files are intact; a done job with bad files goes back to pending."""
@@ -118,20 +118,35 @@ class Store:
             self._event(db, key, "corrupt", problem)
         return False
 
-    def claim(self, key: str, owner: str, lease_seconds: float) -> int | None:
-        """Lease the job to ``owner``; the attempt number, or None if it is done, exhausted or leased to another run."""
+    def claim(self, keys: list[str], owner: str, lease_seconds: float) -> tuple[dict[str, int], dict[str, str]]:
+        """Lease jobs to ``owner`` in one transaction.
+
+        Returns ``({key: attempt number}`` of the jobs claimed, ``{key: "done" | "failed"})`` of those
+        finished for good (a job out of attempts is marked failed); jobs leased to another live run are
+        in neither.
+        """
         now = time.time()
+        claimed, finished = {}, {}
         with self.transaction() as db:
-            row = db.execute("SELECT * FROM jobs WHERE key = ?", (key,)).fetchone()
-            if row["status"] in ("done", "failed") or row["attempts"] >= row["max_attempts"]:
-                return None
-            if row["status"] == "running" and row["owner"] != owner and row["lease_expires"] > now:
-                return None
-            attempt = row["attempts"] + 1
-            db.execute("UPDATE jobs SET status = 'running', attempts = ?, owner = ?, lease_expires = ?, claimed = ? "
-                       "WHERE key = ?", (attempt, owner, now + lease_seconds, now, key))
-            self._event(db, key, "claim", f"{owner} attempt {attempt}")
-        return attempt
+            rows = db.execute(f"SELECT * FROM jobs WHERE key IN ({','.join('?' * len(keys))})", keys).fetchall()
+            for row in rows:
+                key = row["key"]
+                if row["status"] == "running" and row["owner"] != owner and row["lease_expires"] > now:
+                    continue
+                if row["status"] in ("done", "failed"):
+                    finished[key] = row["status"]
+                elif row["attempts"] >= row["max_attempts"]:
+                    db.execute("UPDATE jobs SET status = 'failed', owner = NULL, lease_expires = NULL WHERE key = ?",
+                               (key,))
+                    finished[key] = "failed"
+                else:
+                    claimed[key] = row["attempts"] + 1
+            db.executemany("UPDATE jobs SET status = 'running', attempts = ?, owner = ?, lease_expires = ?, claimed = ? "
+                           "WHERE key = ?", [(attempt, owner, now + lease_seconds, now, key)
+                                             for key, attempt in claimed.items()])
+            db.executemany("INSERT INTO events VALUES (?, ?, 'claim', ?)",
+                           [(now, key, f"{owner} attempt {attempt}") for key, attempt in claimed.items()])
+        return claimed, finished
 
     def renew(self, owner: str, lease_seconds: float) -> None:
         """Extend every lease held by ``owner``."""
@@ -139,32 +154,35 @@ class Store:
             db.execute("UPDATE jobs SET lease_expires = ? WHERE owner = ? AND status = 'running'",
                        (time.time() + lease_seconds, owner))
 
-    def complete(self, key: str, owner: str, records: list[FileRecord]) -> bool:
-        """Record the result files of ``owner``'s attempt; False (nothing changes) if the job is no longer its own."""
-        with self.transaction() as db:
-            row = db.execute("SELECT status, owner FROM jobs WHERE key = ?", (key,)).fetchone()
-            if row["status"] != "running" or row["owner"] != owner:
-                self._event(db, key, "stale", owner)
-                return False
-            db.execute("DELETE FROM files WHERE key = ?", (key,))
-            db.executemany("INSERT INTO files VALUES (?, ?, ?, ?, ?)",
-                           [(key, r.name, r.path, r.sha256, r.size) for r in records])
-            db.execute("UPDATE jobs SET status = 'done', finished = ?, computations = computations + 1, error = NULL, "
-                       "owner = NULL, lease_expires = NULL WHERE key = ?", (time.time(), key))
-            self._event(db, key, "done", owner)
-        return True
+    def settle(self, owner: str, outcomes: dict[str, list[FileRecord] | str]) -> dict[str, str]:
+        """Record finished attempts of ``owner`` in one transaction: result files, or an error message.
 
-    def fail(self, key: str, owner: str, error: str) -> bool:
-        """Record a failed attempt; True if the job may be retried."""
+        Returns per key ``"done"``, ``"retry"`` (failed, attempts left), ``"failed"`` (out of attempts) or
+        ``"stale"`` (the job is no longer ``owner``'s: nothing changes).
+        """
+        now = time.time()
+        states = {}
         with self.transaction() as db:
-            row = db.execute("SELECT status, owner, attempts, max_attempts FROM jobs WHERE key = ?", (key,)).fetchone()
-            if row["status"] != "running" or row["owner"] != owner:
-                return False
-            retry = row["attempts"] < row["max_attempts"]
-            db.execute("UPDATE jobs SET status = ?, error = ?, owner = NULL, lease_expires = NULL WHERE key = ?",
-                       ("pending" if retry else "failed", error, key))
-            self._event(db, key, "fail", error)
-        return retry
+            for key, outcome in outcomes.items():
+                row = db.execute("SELECT status, owner, attempts, max_attempts FROM jobs WHERE key = ?",
+                                 (key,)).fetchone()
+                if row["status"] != "running" or row["owner"] != owner:
+                    states[key] = "stale"
+                    self._event(db, key, "stale", owner)
+                elif isinstance(outcome, str):
+                    states[key] = "retry" if row["attempts"] < row["max_attempts"] else "failed"
+                    db.execute("UPDATE jobs SET status = ?, error = ?, owner = NULL, lease_expires = NULL "
+                               "WHERE key = ?", ("pending" if states[key] == "retry" else "failed", outcome, key))
+                    self._event(db, key, "fail", outcome)
+                else:
+                    states[key] = "done"
+                    db.execute("DELETE FROM files WHERE key = ?", (key,))
+                    db.executemany("INSERT INTO files VALUES (?, ?, ?, ?, ?)",
+                                   [(key, r.name, r.path, r.sha256, r.size) for r in outcome])
+                    db.execute("UPDATE jobs SET status = 'done', finished = ?, computations = computations + 1, "
+                               "error = NULL, owner = NULL, lease_expires = NULL WHERE key = ?", (now, key))
+                    self._event(db, key, "done", owner)
+        return states
 
     def release(self, owner: str) -> None:
         """Give back ``owner``'s leases (jobs it did not finish go back to pending, attempt not counted)."""
