@@ -21,7 +21,7 @@ pytest.importorskip("distributed")
 from molfree.campaign import JobSpec, load_campaign  # noqa: E402
 from molfree.campaign.report import gather, write_report  # noqa: E402
 from molfree.campaign.runner import execute, execute_many, make_cluster, run_campaign  # noqa: E402
-from molfree.campaign.spec import ClusterConfig  # noqa: E402
+from molfree.campaign.spec import JOB_TYPES, ClusterConfig  # noqa: E402
 from molfree.campaign.store import Store  # noqa: E402
 from molfree.cli import main  # noqa: E402
 
@@ -284,6 +284,12 @@ jobs:
     kl_steps: 0
     batch_size: 16
     n_samples: 16
+  - type: conformers
+    smiles: [CCCC]
+    n: 3
+    relax: mmff
+    budget: 1
+    reference_embeddings: 10
 """
 
 
@@ -304,11 +310,12 @@ def write_ar3(path: Path) -> None:
     write_xyz(path, frames)
 
 
-def one_type_campaign(folder: Path, job_type: str):
-    """The campaign of OTHER_TYPES's ``job_type`` job alone (with its training data)."""
+def one_type_campaign(folder: Path, job_type: str, edit: tuple[str, str] | None = None):
+    """The campaign of OTHER_TYPES's ``job_type`` job alone (with its training data), ``edit`` (old, new) made."""
     header, *entries = OTHER_TYPES.split("  - type: ")
     write_ar3(folder / "ar3.xyz")
-    (folder / "campaign.yaml").write_text(header + "  - type: " + next(e for e in entries if e.startswith(job_type)))
+    entry = next(e for e in entries if e.startswith(job_type))
+    (folder / "campaign.yaml").write_text(header + "  - type: " + (entry.replace(*edit, 1) if edit else entry))
     return load_campaign(folder / "campaign.yaml")
 
 
@@ -351,6 +358,49 @@ def test_bg_job(client, tmp_path):
     assert result["system"] == "alanine-dipeptide-vacuum" and 0 < result["ess"] <= 1
 
 
+def test_conformers_job(client, tmp_path):
+    """Butane, 3 conformers from the untrained sampler (budget < one iteration), relaxed, deduplicated and
+    compared with a 10-embedding ETKDG reference."""
+    campaign = one_type_campaign(tmp_path, "conformers")
+    (spec,) = campaign.jobs
+    assert spec.group == "conformers/CCCC/seed-0" and spec.params["energy_sha256"] is None
+    result, names = run_one(client, campaign)
+    assert names == ["conformers.sdf", "metrics.json"]
+    assert 1 <= result["unique"] <= result["generated"] == 3 and result["torsions"] == 1
+    assert result["lowest_energy_kj_mol"] < 0 and 3 <= result["energy_evaluations"] < 200  # no training iteration
+    assert 0 < result["recall_1A"] <= 1 and 0 < result["etkdg_recall_1A"] <= 1 and result["reference_conformers"] >= 1
+    assert "smiles: CCCC, seed: 0, energy: MMFF94 (RDKit)" in write_report(campaign).read_text()
+    assert run_campaign(campaign, client=client, progress=False)["already_done"] == 1
+    store = Store(campaign.db_path)
+    text = (campaign.directory / store.files(spec.key)[0].path).read_text()
+    store.close()
+    for cut in (len(text) // 3, len(text) - 6):  # mid-record; the last record without its "$$$$"
+        (tmp_path / "partial.sdf").write_text(text[:cut])
+        with pytest.raises(ValueError, match="cut short"):
+            JOB_TYPES["conformers"].check(tmp_path / "partial.sdf", spec.params)
+
+
+def test_conformers_model_file_is_part_of_the_job(tmp_path):
+    """``energy: <model file>`` is resolved beside the campaign file and its SHA-256 is in the key; a job whose
+    model changed after loading refuses to run."""
+    import torch
+
+    from molfree.potentials import EquivariantPotential, save
+
+    def model_job(seed: int) -> JobSpec:
+        torch.manual_seed(seed)
+        save(EquivariantPotential(["H", "C"], cutoff=0.4, channels=4, l_max=1, n_layers=1), tmp_path / "m.molfree")
+        (spec,) = one_type_campaign(tmp_path, "conformers", ("    n: 3", "    n: 3\n    energy: m.molfree")).jobs
+        return spec
+
+    first, second = model_job(0), model_job(1)
+    assert first.params["energy"] == second.params["energy"] == str(tmp_path / "m.molfree")
+    assert first.params["energy_sha256"] != second.params["energy_sha256"] and first.key != second.key
+    with pytest.raises(ValueError, match="m.molfree changed since the campaign was loaded"):
+        JOB_TYPES["conformers"].run(first.params, tmp_path / "out", 1)
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("old, new, line, message", [
     ("    compositions: [Cu]", "    compositions: [Cu, Xq]", 6, "unknown element 'Xq'"),
     ("    compositions: [Cu]", "    compositions: [Cu,\n      NaCl]", 7, "emt covers .*not \\['Cl', 'Na'\\]"),
@@ -360,6 +410,15 @@ def test_bg_job(client, tmp_path):
     ("    name: ar3", "    name: ar3\n    epochs: 3", 14, "unknown key 'epochs'"),
     ("    systems: [alanine-dipeptide-vacuum]", "    systems: [chignolin]", 17, "bg system must be one of"),
     ("    hidden: 8", "    hidden: 8.5", 20, "hidden must be an integer"),
+    ("    smiles: [CCCC]", "    smiles: [CCCC,\n      C1CC]", 28, "RDKit cannot parse the SMILES 'C1CC'"),
+    ("    smiles: [CCCC]", "    smiles: [CCCC, CC.O]", 27, "several fragments"),
+    ("    smiles: [CCCC]", "    smiles: [CCCC, 'C[Se]C']", 27, "element\\(s\\) Se not supported by --energy mmff"),
+    ("    n: 3", "    n: 0", 28, "n must be >= 1"),
+    ("    budget: 1", "    budget: 0", 30, "budget must be >= 1"),
+    ("    n: 3", "    n: 20000", 26, "-n must be an integer between 1 and 10000"),
+    ("    budget: 1", "    budget: 1\n    samples: 5", 31, "unknown key 'samples' in conformers job"),
+    ("    relax: mmff", "    relax: mmff\n    energy: missing.pt", 30, "energy must be mmff, xtb or a molfree model"),
+    ("    relax: mmff", "    relax: amber", 29, "relax must be one of mmff, energy"),
 ])
 def test_bad_jobs_of_other_types_are_rejected_with_the_line(tmp_path, old, new, line, message):
     write_ar3(tmp_path / "ar3.xyz")

@@ -19,6 +19,10 @@ Job types (:data:`JOB_TYPES`):
   ``model.pt``; ``gather``: test MAEs.
 * ``crystal``: one random structure search (:func:`molfree.workflows.crystal.run_generate`) per
   composition; result ``results.json``; ``gather``: relaxations, unique structures, the lowest one.
+* ``conformers``: one conformer generation (:func:`molfree.workflows.conformers.run_conformers`) per SMILES ×
+  repeat (seeds seed, seed + 1, ...); an ``energy`` model file's SHA-256 is part of the job; results
+  ``metrics.json`` and ``conformers.sdf``; ``gather``: unique conformers, the lowest energy and, with
+  ``compare``, coverage recall at 1 Å of molfree and of ETKDG against the ETKDG reference.
 
 Other files a job writes stay in its attempt folder beside the registered results.
 
@@ -69,6 +73,16 @@ A campaign file (paths relative to it; every key but ``jobs`` optional)::
         compositions: [Cu, Cu3Au]
         calculator: emt                        # lj | emt | tersoff | born-mayer | chgnet
         n: 50                                  # candidates; also seed, max_atoms, fmax (eV/Å), steps
+      - type: conformers
+        smiles: [CCCC, "CC(=O)Nc1ccc(O)cc1"]
+        energy: mmff                           # mmff | xtb | a molfree model file (relative to this file)
+        n: 50                                  # conformers per molecule
+        relax: mmff                            # null | mmff | energy
+        rmsd_threshold: 0.5                    # Å, heavy-atom deduplication
+        temperature: 1000.0                    # K, of the sampler's target
+        budget: 6000                           # training energy evaluations (< 200: no training)
+        compare: true                          # ETKDG baseline and reference (reference_embeddings: 500)
+        repeats: 1                             # seeds seed, seed + 1, ... (seed: 0)
 """
 from __future__ import annotations
 
@@ -432,6 +446,18 @@ def _names(entry: _Map, where: _Where, key: str, what: str) -> list[tuple[str, i
     return list(zip(values, values.item_lines))
 
 
+def _sha256(path: str | os.PathLike) -> str:
+    """SHA-256 (hex) of a file's bytes: input files (training data, models) are part of a job's key."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _check_unchanged(path: str | os.PathLike, digest: str) -> None:
+    """ValueError unless the input file ``path`` still has the SHA-256 the campaign was loaded with."""
+    if _sha256(path) != digest:
+        raise ValueError(f"{path} changed since the campaign was loaded")
+
+
 def _check_json(*keys: str) -> Callable[[Path, dict], None]:
     """A result check: the file is a JSON object with ``keys``."""
     def check(path: Path, params: dict) -> None:
@@ -512,10 +538,8 @@ def _expand_potential(entry: _Map, where: _Where, campaign: Campaign) -> list[Jo
         config = TrainingConfig.from_dict({**config, "data": str(data), "progress": False}).to_dict()
     except ValueError as exc:  # the line of the first key the message names
         where.fail(next((n for key, n in config.key_lines.items() if key in str(exc)), line), str(exc))
-    with data.open("rb") as handle:
-        digest = hashlib.file_digest(handle, "sha256").hexdigest()
-    return [JobSpec("potential", {"name": name, "config": config, "data_sha256": digest}, group=f"potential/{name}",
-                    resources=_resources(entry, where, campaign.cluster.resources))]
+    return [JobSpec("potential", {"name": name, "config": config, "data_sha256": _sha256(data)},
+                    group=f"potential/{name}", resources=_resources(entry, where, campaign.cluster.resources))]
 
 
 def _run_potential(params: dict, out_dir: Path, threads: int) -> list[str]:
@@ -524,9 +548,7 @@ def _run_potential(params: dict, out_dir: Path, threads: int) -> list[str]:
 
     from ..potentials.training import train
 
-    with open(params["config"]["data"], "rb") as handle:
-        if hashlib.file_digest(handle, "sha256").hexdigest() != params["data_sha256"]:
-            raise ValueError(f"{params['config']['data']} changed since the campaign was loaded")
+    _check_unchanged(params["config"]["data"], params["data_sha256"])
     torch.set_num_threads(threads)
     train(params["config"], out_dir)
     return ["metrics.json", "model.pt"]
@@ -591,6 +613,128 @@ def _summarise_crystal(params: dict, results: dict) -> dict:
             "lowest_energy_per_atom_eV": best.get("energy_per_atom_eV"), "lowest_symbol": best.get("symbol")}
 
 
+# -- conformers: torsional adjoint sampling of conformers (molfree.workflows.conformers) ----------------------------
+
+_CONFORMER_KEYS = {"type", "smiles", "energy", "n", "relax", "rmsd_threshold", "temperature", "budget", "compare",
+                   "reference_embeddings", "repeats", "seed", "resources"}
+
+
+def _check_smiles(smiles: str, energy: str, relax: str | None) -> None:
+    """ValueError unless RDKit parses ``smiles`` as one molecule whose elements ``energy`` and ``relax`` cover."""
+    from rdkit import Chem
+
+    from ..workflows.conformers import check_elements, parse_smiles
+
+    molecule = Chem.AddHs(parse_smiles(smiles))
+    check_elements(molecule, energy)
+    if relax == "mmff":
+        check_elements(molecule, "mmff")
+
+
+def _expand_conformers(entry: _Map, where: _Where, campaign: Campaign) -> list[JobSpec]:
+    """One conformer generation per SMILES × repeat (seeds seed, seed + 1, ...); defaults: ``run_conformers``'s."""
+    from ..potentials import read_header
+    from ..workflows.conformers import validate_request
+
+    where.mapping(entry, entry.line, "conformers job", _CONFORMER_KEYS)
+    energy = where.text(entry, "energy", "mmff")
+    params = {"energy": energy, "energy_sha256": None}
+    if energy not in ("mmff", "xtb"):
+        model = campaign.path.parent / energy
+        try:
+            read_header(model)
+        except (OSError, ValueError) as exc:
+            where.fail(entry.key_lines["energy"], f"energy must be mmff, xtb or a molfree model file: {exc}")
+        params = {"energy": str(model), "energy_sha256": _sha256(model)}
+    relax = where.text(entry, "relax", None, choices=("mmff", "energy"))
+    smiles = _names(entry, where, "smiles", "conformers")
+    for value, line in smiles:
+        try:
+            _check_smiles(value, energy, relax)
+        except ValueError as exc:
+            where.fail(line, str(exc))
+    compare = entry.get("compare", True)
+    if not isinstance(compare, bool):
+        where.fail(entry.key_lines["compare"], f"compare must be true or false, got {compare!r}")
+    params.update(relax=relax, compare=compare,
+                  n=where.number(entry, "n", 100, int, minimum=1),
+                  rmsd_threshold=where.number(entry, "rmsd_threshold", 0.5, float, minimum=0),
+                  temperature=where.number(entry, "temperature", 1000.0, float, positive=True),
+                  budget=where.number(entry, "budget", 6000, int, minimum=1),
+                  reference_embeddings=where.number(entry, "reference_embeddings", 500, int, minimum=1))
+    try:
+        validate_request(params["n"], params["rmsd_threshold"], params["reference_embeddings"])
+    except ValueError as exc:  # the upper limits
+        where.fail(entry.line, str(exc))
+    seed = where.number(entry, "seed", 0, int, minimum=0)
+    repeats = where.number(entry, "repeats", 1, int, minimum=1)
+    resources = _resources(entry, where, campaign.cluster.resources)
+    return [JobSpec("conformers", {**params, "smiles": value, "seed": seed + r},
+                    group=f"conformers/{value}/seed-{seed + r}", resources=resources)
+            for value, _ in smiles for r in range(repeats)]
+
+
+def _run_conformers(params: dict, out_dir: Path, threads: int) -> list[str]:
+    """Sample, relax, deduplicate (and compare with ETKDG) in ``out_dir``: conformers.sdf, metrics.json."""
+    import torch
+
+    from ..workflows.conformers import SamplerOptions, run_conformers
+
+    if params["energy_sha256"] is not None:
+        _check_unchanged(params["energy"], params["energy_sha256"])
+    torch.set_num_threads(threads)
+    run_conformers(params["smiles"], out_dir, energy=params["energy"], n=params["n"], relax_method=params["relax"],
+                   rmsd_threshold=params["rmsd_threshold"], reference_embeddings=params["reference_embeddings"],
+                   options=SamplerOptions(temperature=params["temperature"], max_energy_evaluations=params["budget"]),
+                   compare=params["compare"], seed=params["seed"], progress=False)
+    return ["conformers.sdf", "metrics.json"]
+
+
+def _sdf_energies(path: Path) -> list[float]:
+    """The ``energy_kj_mol`` of every conformer in an SD file; ValueError if it is cut short, a record is
+    unreadable or one lacks the energy."""
+    from rdkit import Chem, rdBase
+
+    text = Path(path).read_text()
+    blocker = rdBase.BlockLogs()  # RDKit's messages about a broken record; the ValueError says it
+    molecules = list(Chem.SDMolSupplier(str(path), removeHs=False))
+    del blocker
+    if (text and not text.endswith("$$$$\n")) or not all(m is not None and m.HasProp("energy_kj_mol")
+                                                          for m in molecules):
+        raise ValueError(f"{path}: cut short, an unreadable conformer or one without energy_kj_mol")
+    return [m.GetDoubleProp("energy_kj_mol") for m in molecules]
+
+
+def _check_conformers(path: Path, params: dict) -> None:
+    if path.suffix == ".sdf":
+        energies = _sdf_energies(path)
+        if len(energies) > params["n"] or not np.all(np.isfinite(energies)):
+            raise ValueError(f"{path}: {len(energies)} conformers (at most {params['n']}) or non-finite energies")
+    else:
+        _check_json("molfree", "n_torsions")(path, params)
+
+
+def _gather_conformers(specs: list[JobSpec], files: dict, campaign: Campaign) -> dict:
+    """One molecule × seed: unique conformers, the lowest energy, coverage recall at 1 Å (with ``compare``)."""
+    (spec,) = specs
+    metrics = json.loads(Path(files[spec.key]["metrics.json"]).read_text())
+    energies = _sdf_energies(files[spec.key]["conformers.sdf"])
+    molfree = metrics["molfree"]
+    result = {"smiles": spec.params["smiles"], "seed": spec.params["seed"], "energy": metrics["energy"],
+              "torsions": metrics["n_torsions"], "generated": molfree["n_generated"], "unique": molfree["n_kept"],
+              "invalid": molfree["n_invalid"], "lowest_energy_kj_mol": min(energies, default=None),
+              "energy_evaluations": molfree["energy_evaluations"], "wall_time_s": molfree["wall_time_s"]}
+    if "reference" in metrics:
+        result.update(reference_conformers=metrics["reference"]["n_kept"], recall_1A=_recall_1a(molfree),
+                      etkdg_unique=metrics["etkdg"]["n_kept"], etkdg_recall_1A=_recall_1a(metrics["etkdg"]))
+    return result
+
+
+def _recall_1a(summary: dict) -> float:
+    """Coverage recall at 1 Å of one method's summary in ``metrics.json`` (0 when it kept no conformer)."""
+    return summary["coverage"]["recall"]["1"] if summary["coverage"] else 0.0
+
+
 #: Registered job types by name.
 JOB_TYPES: dict[str, JobType] = {
     "hydration": JobType(expand=_expand_hydration, run=_run_window, check=_check_window, gather=_gather_hydration),
@@ -600,6 +744,8 @@ JOB_TYPES: dict[str, JobType] = {
                          gather=_gather_one("metrics.json", _summarise_potential)),
     "crystal": JobType(expand=_expand_crystal, run=_run_crystal, check=_check_json("unique", "relaxations"),
                        gather=_gather_one("results.json", _summarise_crystal)),
+    "conformers": JobType(expand=_expand_conformers, run=_run_conformers, check=_check_conformers,
+                          gather=_gather_conformers),
 }
 
 

@@ -55,18 +55,9 @@ XTB_MAX_Z = 86
 # -- molecule and energies ----------------------------------------------------------------------------------------
 
 
-def prepare_molecule(smiles: str, seed: int = 0):
-    """RDKit molecule with explicit hydrogens and one ETKDG + MMFF94 seed conformer, and the stereo fixes made.
-
-    Unspecified stereocentres and stereo double bonds are set to the first isomer RDKit enumerates;
-    the returned list names them (empty when the SMILES specifies all stereochemistry).
-    """
+def parse_smiles(smiles: str):
+    """RDKit molecule (implicit hydrogens) of one-molecule ``smiles``; ValueError if it does not parse or has fragments."""
     from rdkit import Chem, rdBase
-    from rdkit.Chem import AllChem
-    from rdkit.Chem.EnumerateStereoisomers import (
-        EnumerateStereoisomers,
-        StereoEnumerationOptions,
-    )
 
     blocker = rdBase.BlockLogs()  # RDKit's multi-line parse messages; the ValueError below says it in one line
     molecule = Chem.MolFromSmiles(smiles) if isinstance(smiles, str) and smiles.strip() else None
@@ -75,6 +66,23 @@ def prepare_molecule(smiles: str, seed: int = 0):
         raise ValueError(f"RDKit cannot parse the SMILES {smiles!r}")
     if len(Chem.GetMolFrags(molecule)) > 1:
         raise ValueError(f"the SMILES {smiles!r} has several fragments; give one molecule")
+    return molecule
+
+
+def prepare_molecule(smiles: str, seed: int = 0):
+    """RDKit molecule with explicit hydrogens and one ETKDG + MMFF94 seed conformer, and the stereo fixes made.
+
+    Unspecified stereocentres and stereo double bonds are set to the first isomer RDKit enumerates;
+    the returned list names them (empty when the SMILES specifies all stereochemistry).
+    """
+    from rdkit import Chem
+    from rdkit.Chem import AllChem
+    from rdkit.Chem.EnumerateStereoisomers import (
+        EnumerateStereoisomers,
+        StereoEnumerationOptions,
+    )
+
+    molecule = parse_smiles(smiles)
     before = Chem.MolToSmiles(molecule)
     molecule = next(iter(EnumerateStereoisomers(molecule, StereoEnumerationOptions(onlyUnassigned=True, unique=True))))
     Chem.AssignStereochemistry(molecule, cleanIt=True, force=True)
