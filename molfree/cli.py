@@ -60,7 +60,10 @@ def _cmd_solvation(args: argparse.Namespace) -> None:
     from .freeenergy.hydration import SMILES_UNSUPPORTED, SamplingOptions, hydration_free_energy, solute_from_file
 
     if args.method != "mbar":
-        raise ValueError(f"--method {args.method}: not implemented yet (neural TI is pending); use --method mbar")
+        raise ValueError(f"--method {args.method}: neural TI for a solute in TIP3P is not implemented yet (it needs "
+                         "stored end-state conformations from the replica exchange and a solute–water network with "
+                         "electrostatics); use --method mbar here. Neural TI vs MBAR vs Widom for an LJ solute in an "
+                         "LJ fluid: python benchmarks/lj_insertion.py (molfree.freeenergy.lj_insertion)")
     if args.solvent != "tip3p":
         raise ValueError(f"--solvent {args.solvent}: only tip3p is supported")
     if args.smiles:

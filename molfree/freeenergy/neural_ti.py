@@ -5,10 +5,18 @@ A λ-dependent reduced potential (kT)
     u_θ(x, λ) = (1 − s_θ(λ)) u₀(x) + s_θ(λ) u₁(x) + λ(1 − λ) g_θ(x, λ)
 
 equals the physical endpoints u₀ and u₁ at λ = 0 and λ = 1 exactly by construction (s_θ is a learned
-monotone schedule with s(0) = 0 and s(1) = 1). It is trained by *target score matching* on the linear
-interpolant x_λ = (1 − λ) x₀ + λ x₁ (+ γ(λ) z) of independent endpoint samples x₀ ~ e^{−u₀}, x₁ ~ e^{−u₁}:
-for independent summands the interpolant's score is E[(a ∇log p₀(x₀) + b ∇log p₁(x₁)) / (a² + b²) | x_λ]
+monotone schedule with s(0) = 0 and s(1) = 1). For insertion/decoupling, where linear coupling makes ∂u/∂λ
+singular at λ → 0 (overlapping particles), a *coupling* c(x, s) (e.g. Beutler soft-core solute–environment
+Lennard-Jones, :class:`molfree.freeenergy.lj_insertion.SoftcoreLJCoupling`) replaces the linear mixing:
+
+    u_θ(x, λ) = u₀(x) + c(x, s_θ(λ)) + λ(1 − λ) g_θ(x, λ),   c(x, 0) = 0,  c(x, 1) = u₁(x) − u₀(x),
+
+so the learned schedule drives the soft-core λ and the endpoints stay exact. It is trained by *target score
+matching* on the linear interpolant x_λ = (1 − λ) x₀ + λ x₁ (+ γ(λ) z) of independent endpoint samples
+x₀ ~ e^{−u₀}, x₁ ~ e^{−u₁}: for independent summands the interpolant's score is E[(a ∇log p₀(x₀) + b ∇log p₁(x₁)) / (a² + b²) | x_λ]
 with a = 1 − λ, b = λ, so −∇ₓu_θ is regressed on that target; nothing is simulated at intermediate λ.
+For an insertion the pairs may instead share the solvent and the loss be restricted to the solute
+(``train(..., paired=True, score_mask=...)``; see :func:`molfree.freeenergy.lj_insertion.neural_ti`).
 
 ΔF = ∫₀¹ ⟨∂u_θ/∂λ⟩_λ dλ by Gauss–Legendre quadrature (:func:`molfree.freeenergy.ti`). The samples at each
 node are drawn from the interpolant, as in the paper, and optionally refined by Metropolis-adjusted
@@ -55,16 +63,21 @@ def _finite(u: Tensor, name: str) -> Tensor:
 class Schedule(nn.Module):
     """Learned monotone coupling schedule s(λ) = f(λ)/f(1), f a positive mixture of monotone bases.
 
-    Bases λ, λ², λ³, 1 − (1 − λ)², 1 − (1 − λ)³ all vanish at 0, so s(0) = 0 and s(1) = 1 exactly.
+    Bases λ, λ², …, λ^degree, 1 − (1 − λ)², …, 1 − (1 − λ)^degree all vanish at 0, so s(0) = 0 and s(1) = 1
+    exactly; a higher ``degree`` allows schedules that stay near 0 longer (insertion).
     """
 
-    def __init__(self):
+    def __init__(self, degree: int = 3):
         super().__init__()
-        self.raw = nn.Parameter(torch.zeros(5, dtype=torch.float64))
+        if degree < 2:
+            raise ValueError(f"degree must be >= 2, got {degree}")
+        self.degree = degree
+        self.raw = nn.Parameter(torch.zeros(2 * degree - 1, dtype=torch.float64))
 
     def _f(self, lam: Tensor) -> Tensor:
         lam = lam.unsqueeze(-1)
-        basis = torch.cat([lam, lam**2, lam**3, 1 - (1 - lam) ** 2, 1 - (1 - lam) ** 3], -1)
+        powers = torch.arange(1, self.degree + 1, dtype=lam.dtype, device=lam.device)
+        basis = torch.cat([lam**powers, 1 - (1 - lam) ** powers[1:]], -1)
         return basis @ nn.functional.softplus(self.raw).to(lam.dtype)
 
     def forward(self, lam: Tensor) -> Tensor:
@@ -118,38 +131,56 @@ class PairCorrection(nn.Module):
         if self.box is not None:
             d = d - self.box.to(d.dtype) * torch.round(d / self.box.to(d.dtype))
         r = d.norm(dim=-1)
-        features = torch.stack([r / self.cutoff, lam.expand_as(r).to(r.dtype)], -1)
+        features = torch.stack([r / self.cutoff, lam.reshape(-1, 1).expand_as(r).to(r.dtype)], -1)
         envelope = torch.clamp(1 - r / self.cutoff, min=0) ** 2
         return (self.phi(features).squeeze(-1) * envelope).sum(-1)
 
 
 class LambdaPotential(nn.Module):
-    """u_θ(x, λ) = (1 − s(λ)) u₀(x) + s(λ) u₁(x) + λ(1 − λ) g_θ(x, λ), in kT.
+    """u_θ(x, λ) = u₀(x) + Δ_θ(x, λ) in kT, with the λ-dependent part Δ_θ (:meth:`excess`)
+
+    * linear mixing (``coupling=None``): Δ_θ = s(λ) (u₁ − u₀) + λ(1 − λ) g_θ(x, λ);
+    * coupling: Δ_θ = c(x, s(λ)) + λ(1 − λ) g_θ(x, λ), for a ``c`` with c(x, 0) = 0 and c(x, 1) = u₁ − u₀.
 
     Args:
         u0, u1: endpoint reduced potentials, ``[B, *event] -> [B]`` (kT), differentiable in x.
         correction: the network g_θ (:class:`MLPCorrection`, :class:`PairCorrection`, …).
+        coupling: optional ``c(x [B, *event], s [B]) -> [B]`` (kT), twice differentiable (TSM needs ∂²c/∂x∂s).
+        schedule: the learned s(λ) (None: ``Schedule()``).
     """
 
-    def __init__(self, u0: Reduced, u1: Reduced, correction: nn.Module):
+    def __init__(self, u0: Reduced, u1: Reduced, correction: nn.Module,
+                 coupling: Callable[[Tensor, Tensor], Tensor] | None = None, schedule: Schedule | None = None):
         super().__init__()
-        self.u0, self.u1 = u0, u1
-        self.schedule = Schedule()
+        self.u0, self.u1, self.coupling = u0, u1, coupling
+        self.schedule = schedule or Schedule()
         self.correction = correction
+
+    def excess(self, x: Tensor, lam) -> Tensor:
+        """The λ-dependent part u_θ(x, λ) − u₀(x), ``[B]`` (kT); zero at λ = 0."""
+        lam = check_lambda(lam, x)
+        s = self.schedule(lam)
+        if self.coupling is None:
+            mixing = s * (_finite(self.u1(x), "u1") - _finite(self.u0(x), "u0"))
+        else:
+            mixing = _finite(self.coupling(x, s.expand(x.shape[0])), "coupling")
+        return mixing + lam * (1 - lam) * self.correction(x, lam)
 
     def forward(self, x: Tensor, lam) -> Tensor:
         """Reduced energies ``[B]`` (kT) of ``x`` ``[B, *event]`` at λ (scalar or ``[B]``)."""
         lam = check_lambda(lam, x)
-        s = self.schedule(lam)
-        u0 = _finite(self.u0(x), "u0")
-        u1 = _finite(self.u1(x), "u1")
-        return (1 - s) * u0 + s * u1 + lam * (1 - lam) * self.correction(x, lam)
+        if self.coupling is None:
+            s = self.schedule(lam)
+            u0 = _finite(self.u0(x), "u0")
+            u1 = _finite(self.u1(x), "u1")
+            return (1 - s) * u0 + s * u1 + lam * (1 - lam) * self.correction(x, lam)
+        return _finite(self.u0(x), "u0") + self.excess(x, lam)
 
     def dudl(self, x: Tensor, lam: float) -> Tensor:
-        """∂u_θ/∂λ ``[B]`` (kT) at fixed x, by autograd."""
+        """∂u_θ/∂λ ``[B]`` (kT) at fixed x, by autograd (of :meth:`excess`: u₀ does not depend on λ)."""
         with torch.enable_grad():
             lam_t = check_lambda(lam, x).detach().expand(x.shape[0]).clone().requires_grad_(True)
-            (grad,) = torch.autograd.grad(self(x.detach(), lam_t).sum(), lam_t)
+            (grad,) = torch.autograd.grad(self.excess(x.detach(), lam_t).sum(), lam_t)
         return grad
 
     def score(self, x: Tensor, lam, create_graph: bool = False) -> tuple[Tensor, Tensor]:
@@ -182,12 +213,15 @@ class LambdaEnergy(Energy):
         return self.kt * self.potential(x, self.lam)
 
 
-def endpoint_score(u: Reduced, x: Tensor) -> Tensor:
-    """−∇ₓu ``[B, *event]`` of a reduced potential, by autograd."""
+def endpoint_score(u: Reduced, x: Tensor, chunk: int = 256) -> Tensor:
+    """−∇ₓu ``[B, *event]`` of a reduced potential, by autograd, ``chunk`` configurations at a time."""
+    scores = []
     with torch.enable_grad():
-        x = x.detach().requires_grad_(True)
-        (grad,) = torch.autograd.grad(_finite(u(x), "endpoint potential").sum(), x)
-    return -grad
+        for part in x.detach().split(chunk):
+            part = part.requires_grad_(True)
+            (grad,) = torch.autograd.grad(_finite(u(part), "endpoint potential").sum(), part)
+            scores.append(-grad)
+    return torch.cat(scores)
 
 
 def interpolate(x0: Tensor, x1: Tensor, lam: Tensor, box: Tensor | None = None, gamma: float = 0.0,
@@ -219,24 +253,39 @@ def _save(path: Path, state: dict) -> None:
 
 
 def train(potential: LambdaPotential, x0: Tensor, x1: Tensor, *, steps: int = 2000, batch_size: int = 256,
-          lr: float = 3e-3, box=None, checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 200,
+          lr: float = 3e-3, box=None, score_mask: Tensor | None = None, paired: bool = False,
+          checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 200,
           progress: bool = True, seed: int = 0) -> list[float]:
     """Train u_θ by target score matching on interpolants of ``[N₀, *event]`` / ``[N₁, *event]`` endpoint samples.
 
     Endpoint scores are computed once; each step draws λ ~ U(0, 1) and independent x₀, x₁ pairs.
+    ``score_mask``: bool, broadcastable to the event shape (e.g. ``[N, 1]`` for particles): only these score
+    components enter the loss (partial score matching, e.g. the solute of an insertion: interpolants of independent
+    liquid configurations push solvent molecules through each other, and no λ-dependent term can fit their
+    solvent score); u₀'s share of the predicted score is then not differentiated further. None: the full score.
+    ``paired``: x₀[i] goes with x₁[i]; they share every coordinate outside ``score_mask`` and are independent given
+    them (an insertion: x₀ is x₁ with the decoupled solute displaced by noise δ independent of x₁). The interpolant
+    is then x_λ = x₁ + (1 − λ)δ, p₁ smoothed by the law of (1 − λ)δ, and the exact target is the one-sided
+    E[s₁ | x_λ] (s₀ is not used).
     ``checkpoint``: file written atomically every ``checkpoint_every`` steps and at the end; an existing
     one is resumed from. Returns the loss history of the steps run in this call.
     """
     if x0.ndim < 2 or x0.shape[1:] != x1.shape[1:]:
         raise ValueError(f"endpoint samples must be [N, *event] with equal event shapes, got {x0.shape}, {x1.shape}")
+    if paired and x0.shape != x1.shape:
+        raise ValueError(f"paired endpoint samples must have equal shapes, got {x0.shape}, {x1.shape}")
     box_t = None if box is None else torch.as_tensor(box, dtype=x0.dtype)
-    s0, s1 = endpoint_score(potential.u0, x0), endpoint_score(potential.u1, x1)
+    if score_mask is None:
+        s0, s1 = endpoint_score(potential.u0, x0), endpoint_score(potential.u1, x1)
+    else:
+        mask = torch.as_tensor(score_mask, dtype=torch.bool).expand(x0.shape[1:])
+        s0, s1 = (endpoint_score(u, x)[:, mask] for u, x in ((potential.u0, x0), (potential.u1, x1)))
     optimizer = torch.optim.Adam(potential.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     generator = torch.Generator().manual_seed(seed)
     start, path = 0, None if checkpoint is None else Path(checkpoint)
     if path is not None and path.is_file():
-        state = torch.load(path, weights_only=False)
+        state = torch.load(path, weights_only=True)
         potential.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -246,11 +295,17 @@ def train(potential: LambdaPotential, x0: Tensor, x1: Tensor, *, steps: int = 20
     for step in tqdm(range(start, steps), desc="train neural TI", unit="step", disable=not progress,
                      initial=start, total=steps):
         i = torch.randint(x0.shape[0], (batch_size,), generator=generator)
-        j = torch.randint(x1.shape[0], (batch_size,), generator=generator)
+        j = i if paired else torch.randint(x1.shape[0], (batch_size,), generator=generator)
         lam = torch.rand(batch_size, generator=generator, dtype=x0.dtype)
         x = interpolate(x0[i], x1[j], lam, box_t)
-        _, predicted = potential.score(x, lam, create_graph=True)
-        loss = ((predicted - _tsm_target(s0[i], s1[j], lam)) ** 2).flatten(1).sum(-1).mean()
+        if score_mask is None:
+            _, predicted = potential.score(x, lam, create_graph=True)
+        else:
+            x = x.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(potential.excess(x, lam).sum(), x, create_graph=True)
+            predicted = endpoint_score(potential.u0, x)[:, mask] - grad[:, mask]
+        target = s1[j] if paired else _tsm_target(s0[i], s1[j], lam)
+        loss = ((predicted - target) ** 2).flatten(1).sum(-1).mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
