@@ -47,6 +47,7 @@ bench: setup $(MACE_VENV)/.installed
 	$(PY) benchmarks/potentials.py --max-atoms 4000
 	$(PY) benchmarks/bg_alanine.py --quick
 	$(PY) benchmarks/hydration.py --quick
+	$(PY) benchmarks/lj_insertion.py --quick
 	$(PY) benchmarks/adjoint_sampling.py --quick
 	$(PY) benchmarks/conformers.py --quick
 	$(PY) benchmarks/crystals.py --quick
