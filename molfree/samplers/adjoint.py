@@ -299,8 +299,12 @@ class AdjointSampler:
         return atomic_write_bytes(path, data.getvalue())
 
     def load(self, path: str | Path) -> AdjointSampler:
-        """Restore a :meth:`save` checkpoint (same network architecture and config) to resume or sample."""
-        state = torch.load(path, weights_only=False)
+        """Restore a :meth:`save` checkpoint (same network architecture and config) to resume or sample.
+
+        Loads with ``weights_only=True``: the file holds only tensors and plain containers, so
+        loading never executes code from it.
+        """
+        state = torch.load(path, weights_only=True)
         if state["config"] != asdict(self.config) or not math.isclose(state["temperature"], self.temperature):
             raise ValueError(f"checkpoint {path} was written with a different config or temperature")
         self.net.load_state_dict(state["net"])
