@@ -55,6 +55,17 @@ def squared_distances(d: Tensor, box_length: float) -> Tensor:
     return (d * d) @ d.new_ones(3)
 
 
+def softcore_pair(r2: Tensor, sigma2, epsilon, s, alpha: float, cutoff: float) -> Tensor:
+    """Beutler soft-core LJ s·4ε[1/q² − 1/q], q = α(1 − s) + (r²/σ²)³, truncated at ``cutoff`` (kJ/mol).
+
+    ``r2`` squared distances (nm²); ``sigma2`` (nm²), ``epsilon`` (kJ/mol) and ``s`` broadcast against it.
+    At s = 1 this is the plain truncated LJ; at s = 0 (or ε = 0) it vanishes.
+    """
+    q = alpha * (1 - s) + (r2 / sigma2) ** 3
+    pair = s * 4 * epsilon * (1 / q**2 - 1 / q)
+    return torch.where(r2 < cutoff**2, pair, torch.zeros_like(pair))
+
+
 class SoftcoreLJCoupling(nn.Module):
     """Beutler soft-core solute–solvent LJ, c(x, s) = Σ_j s·4ε[1/q² − 1/q]/kT, q = α(1 − s) + (r_0j/σ)⁶ (kT).
 
@@ -70,9 +81,7 @@ class SoftcoreLJCoupling(nn.Module):
 
     def pair(self, r2: Tensor, s: Tensor) -> Tensor:
         """Pair energies (kT) for squared distances ``r2`` ``[B, P]`` (nm²) at ``s`` ``[B, 1]``."""
-        q = self.alpha * (1 - s) + (r2 / self.sigma**2) ** 3
-        pair = s * 4 * self.epsilon * (1 / q**2 - 1 / q)
-        return torch.where(r2 < self.cutoff**2, pair, torch.zeros_like(pair)) / self.kt
+        return softcore_pair(r2, self.sigma**2, self.epsilon, s, self.alpha, self.cutoff) / self.kt
 
     def forward(self, x: Tensor, s) -> Tensor:
         s = torch.as_tensor(s, dtype=x.dtype, device=x.device).reshape(-1, 1)
@@ -129,8 +138,7 @@ class LJInsertion:
 
     def solvent_pair(self, r2: Tensor) -> Tensor:
         """Solvent–solvent truncated LJ pair energies (kT) for squared distances ``r2`` (nm²)."""
-        inv6 = r2.reciprocal() ** 3
-        return torch.where(r2 < self.cutoff**2, 4 * (inv6**2 - inv6), torch.zeros_like(r2)) / units.kT(self.temperature)
+        return softcore_pair(r2, 1.0, 1.0, 1.0, self.alpha, self.cutoff) / units.kT(self.temperature)
 
     def solvent_energy(self, x: Tensor) -> Tensor:
         """Solvent–solvent truncated LJ (kT) of ``[B, N + 1, 3]`` positions, ``[B]`` (the decoupled endpoint u₀)."""
@@ -154,9 +162,7 @@ class LJInsertion:
         sigma2[partners], epsilon[partners], s[partners] = coupling.sigma**2, coupling.epsilon, lambda_sterics
         epsilon[k], s[k] = 0.0, 0.0
         r2 = squared_distances(x - position.contiguous()[:, None], self.box_length)
-        q = self.alpha * (1 - s) + (r2 / sigma2) ** 3
-        pair = torch.where(r2 < self.cutoff**2, s * epsilon * (1 / q**2 - 1 / q), torch.zeros_like(r2))
-        return 4 * pair.sum(-1) / units.kT(self.temperature)
+        return softcore_pair(r2, sigma2, epsilon, s, self.alpha, self.cutoff).sum(-1) / units.kT(self.temperature)
 
     def openmm_system(self):
         """Alchemical ``openmm.System`` (Context parameter ``lambda_sterics``; no switch, no dispersion correction)."""
