@@ -384,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     solvation = sub.add_parser("solvation", help="hydration free energy by alchemical decoupling (HREX + MBAR)")
     source = solvation.add_mutually_exclusive_group()
-    source.add_argument("--solute", help="shipped solute (default: methane)")
+    source.add_argument("--solute", help="shipped solute: methane (GAFF) or water (TIP3P); default: methane")
     source.add_argument("--solute-file", help="PDB or SDF solute, parametrised with --forcefield")
     source.add_argument("--smiles", help="not supported (needs conda-only openff-toolkit/AmberTools)")
     solvation.add_argument("--forcefield", nargs="+", help="OpenMM force-field XML file(s) for --solute-file")

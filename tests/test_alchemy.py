@@ -78,6 +78,32 @@ def test_end_states_match_independent_systems(methane):
     assert abs(coupled - decoupled) > 10 * abs(decoupled - separate)
 
 
+def test_shipped_water_solute_is_one_rigid_tip3p_decoupled_from_the_rest():
+    """``--solute water``: the box's first water; λ = (0, 0) is the other waters alone (a rigid TIP3P molecule has
+    no intramolecular energy), and its gas-phase system is three constrained particles with zero energy."""
+    from molfree.freeenergy.hydration import shipped_solute, vacuum_system
+
+    solvated, solute = shipped_solute("water", size=2.0, relax_iterations=0)
+    assert solute == [0, 1, 2]
+    assert [a.element.symbol for a in solvated.topology.atoms()][:3] == ["O", "H", "H"]
+    alchemical = alchemical_system(solvated.system, solute)
+    original = energy(solvated.system, solvated.positions)
+    assert abs(energy(alchemical, solvated.positions) - original) <= 1e-4 * abs(original)
+    modeller = app.Modeller(solvated.topology, solvated.positions * unit.nanometer)
+    modeller.delete(list(next(solvated.topology.residues()).atoms()))
+    rest = systems._forcefield("amber14/tip3p.xml").createSystem(
+        modeller.topology, nonbondedMethod=app.PME, nonbondedCutoff=0.9 * unit.nanometer, rigidWater=True)
+    others = energy(rest, modeller.getPositions().value_in_unit(unit.nanometer))
+    decoupled = energy(alchemical, solvated.positions, lambda_electrostatics=0.0, lambda_sterics=0.0)
+    assert abs(decoupled - others) <= 1e-4 * abs(others), (decoupled, others)
+    assert abs(original - decoupled) > 20  # kJ/mol: a water's interaction with its neighbours is resolved
+    vacuum = vacuum_system(solvated.system, solute)
+    assert vacuum.getNumParticles() == 3 and vacuum.getNumConstraints() == 3
+    assert energy(vacuum, solvated.positions[solute]) == pytest.approx(0.0, abs=1e-9)
+    with pytest.raises(ValueError, match="shipped solutes: methane, water"):
+        shipped_solute("ethanol")
+
+
 def test_softcore_matches_pair_kernel(methane):
     """OpenMM's CustomNonbondedForce soft core = molfree's softcore_lennard_jones on the same pairs."""
     solvated, solute = methane

@@ -45,9 +45,11 @@ from .estimators import PoorOverlapError, mbar
 from .timeseries import convergence, decorrelate, detect_equilibration
 
 #: Shipped solutes accepted by :func:`hydration_free_energy`.
-SOLUTES = ("methane",)
-#: Reference values for methane (kcal/mol): FreeSolv GAFF/TIP3P calculation and experiment.
-METHANE_REFERENCES = {"freesolv_gaff_tip3p": (2.45, 0.01), "experiment": (2.00, 0.20)}
+SOLUTES = ("methane", "water")
+#: Yardsticks per shipped solute (kcal/mol, with the stated error or None): a calculation with the same
+#: force field (FreeSolv's GAFF/TIP3P for methane; TIP3P water in TIP3P) and experiment.
+REFERENCES = {"methane": {"freesolv_gaff_tip3p": (2.45, 0.01), "experiment": (2.00, 0.20)},
+              "water": {"tip3p_in_tip3p": (-6.10, None), "experiment": (-6.33, None)}}
 
 SMILES_UNSUPPORTED = ("SMILES input is not supported: parameterising an arbitrary molecule needs openff-toolkit or "
               "AmberTools (antechamber), which are conda-only, so a pip install cannot do it; give a PDB/SDF "
@@ -361,15 +363,18 @@ def solute_from_file(path: str | os.PathLike, forcefield: Sequence[str], size: f
 
 def shipped_solute(name: str, size: float = 2.5, cutoff: float = 0.9, temperature: float = 298.15,
                    relax_iterations: int = 50):
-    """``(System, solute_atoms)`` for a shipped solute name (see :data:`SOLUTES`) in TIP3P."""
+    """``(System, solute_atoms)`` for a shipped solute name (see :data:`SOLUTES`) in TIP3P: GAFF methane, or
+    water (the box's first TIP3P molecule, rigid, decoupled from the others)."""
     from .. import systems
 
-    if name != "methane":
+    if name not in SOLUTES:
         raise ValueError(f"unknown solute {name!r}; shipped solutes: {', '.join(SOLUTES)} "
                          "(or --solute-file X --forcefield Y.xml)")
-    solvated = systems.load("methane-in-water", size=size, cutoff=cutoff, temperature=temperature,
-                            relax_iterations=relax_iterations)
-    return solvated, [a.index for a in solvated.topology.atoms() if a.residue.name == "CH4"]
+    solvated = systems.load("methane-in-water" if name == "methane" else "water-box", size=size, cutoff=cutoff,
+                            temperature=temperature, relax_iterations=relax_iterations)
+    if name == "methane":
+        return solvated, [a.index for a in solvated.topology.atoms() if a.residue.name == "CH4"]
+    return solvated, [a.index for a in next(solvated.topology.residues()).atoms()]
 
 
 def constrain_hydrogen_bonds(system, atoms: Sequence[int]) -> int:
