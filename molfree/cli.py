@@ -57,7 +57,13 @@ def _cmd_solvation(args: argparse.Namespace) -> None:
     import json
     from pathlib import Path
 
-    from .freeenergy.hydration import SMILES_UNSUPPORTED, SamplingOptions, hydration_free_energy, solute_from_file
+    from .freeenergy.hydration import (
+        ELECTROSTATIC_STATES,
+        SMILES_UNSUPPORTED,
+        SamplingOptions,
+        hydration_free_energy,
+        solute_from_file,
+    )
 
     if args.method != "mbar":
         raise ValueError(f"--method {args.method}: neural TI for a solute in TIP3P is not implemented yet (it needs "
@@ -76,7 +82,8 @@ def _cmd_solvation(args: argparse.Namespace) -> None:
     else:
         solute, atoms, name = args.solute or "methane", None, args.solute or "methane"
     out = args.out or f"runs/solvation-{name}"
-    result = hydration_free_energy(solute, atoms, out=out, n_electrostatics=args.n_electrostatics,
+    n_electrostatics = args.n_electrostatics or ELECTROSTATIC_STATES.get(name, 3)
+    result = hydration_free_energy(solute, atoms, out=out, n_electrostatics=n_electrostatics,
                                    n_sterics=args.n_sterics, options=options, progress=not args.json)
     if args.json:
         print(json.dumps({"dG_kcal_mol": result.dG_kcal_mol, "error_kcal_mol": result.error_kcal_mol,
@@ -393,7 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
     solvation.add_argument("--iterations", type=int, default=1000, help="replica-exchange iterations (default: 1000)")
     solvation.add_argument("--steps-per-iteration", type=int, default=500, help="2 fs steps (default: 500)")
     solvation.add_argument("--equilibration-steps", type=int, default=5000, help="per replica (default: 5000)")
-    solvation.add_argument("--n-electrostatics", type=int, default=3, help="λ_elec states (default: 3)")
+    solvation.add_argument("--n-electrostatics", type=int,
+                           help="λ_elec states (default: 3; 6 for water, whose ±0.8 e charges need more)")
     solvation.add_argument("--n-sterics", type=int, default=9, help="λ_sterics states (default: 9)")
     solvation.add_argument("--threads", type=int, help="CPU threads (default: all)")
     solvation.add_argument("--seed", type=int)

@@ -50,6 +50,8 @@ SOLUTES = ("methane", "water")
 #: force field (FreeSolv's GAFF/TIP3P for methane; TIP3P water in TIP3P) and experiment.
 REFERENCES = {"methane": {"freesolv_gaff_tip3p": (2.45, 0.01), "experiment": (2.00, 0.20)},
               "water": {"tip3p_in_tip3p": (-6.10, None), "experiment": (-6.33, None)}}
+#: λ_electrostatics states a shipped solute needs for neighbour overlap (discharging water's ±0.8 e takes more).
+ELECTROSTATIC_STATES = {"methane": 3, "water": 6}
 
 SMILES_UNSUPPORTED = ("SMILES input is not supported: parameterising an arbitrary molecule needs openff-toolkit or "
               "AmberTools (antechamber), which are conda-only, so a pip install cannot do it; give a PDB/SDF "
