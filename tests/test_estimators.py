@@ -125,3 +125,20 @@ def test_bad_input():
         fe.exp(np.ones(4), direction="sideways")
     with pytest.raises(ValueError, match="u_kn"):
         fe.mbar(np.zeros((2, 10)), [4, 4])
+
+
+def test_decorrelation_of_correlated_and_constant_series():
+    """An AR(1) series (statistical inefficiency (1 + φ)/(1 − φ) = 19) is thinned about 19-fold; a constant one
+    (the gas leg of a rigid solute: u = 0 at every λ) keeps every sample and gives ΔF = 0."""
+    from molfree.freeenergy.hydration import analyse_u_kln
+    from molfree.freeenergy.timeseries import decorrelate
+
+    rng = np.random.default_rng(0)
+    noise = rng.normal(size=40_000)
+    x = np.zeros_like(noise)
+    for t in range(1, x.size):
+        x[t] = 0.9 * x[t - 1] + noise[t]
+    assert 12 < x.size / decorrelate(x).size < 28
+    np.testing.assert_array_equal(decorrelate(np.full(50, 3.0)), np.arange(50))
+    gas = analyse_u_kln(np.zeros((4, 4, 30)))
+    assert gas.delta_f == 0.0 and gas.n_uncorrelated == 30

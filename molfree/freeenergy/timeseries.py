@@ -22,6 +22,8 @@ def decorrelate(series) -> np.ndarray:
     x = np.asarray(series, dtype=np.float64)
     if x.ndim != 1 or not np.all(np.isfinite(x)):
         raise ValueError("series must be a finite 1-D array")
+    if np.ptp(x) == 0:  # constant (e.g. a rigid solute's gas leg): nothing correlated to thin out
+        return np.arange(x.size)
     return np.asarray(pymbar().timeseries.subsample_correlated_data(x), dtype=np.int64)
 
 
