@@ -322,3 +322,32 @@ def test_ml_stage_ends_at_best_validation_loss(tmp_path):
     assert final == pytest.approx(min(validation), abs=1e-5) == history[-1]["restored_best_validation"]
     with pytest.raises(ValueError, match="validation_fraction"):
         Trainer(bg, tmp_path, "gmm-4", data=data, validation_fraction=1.0)
+
+
+def test_ml_draws_data_by_weight_and_cosine_rate(tmp_path):
+    """Frames of weight 0 are never drawn: ML on a GMM sample weighted to x > 0 learns only that half."""
+    torch.manual_seed(0)
+    bg, target = _gmm_generator(2)
+    data = target.sample(4000, generator=torch.Generator().manual_seed(1)).float()
+    weights = (data[:, 0, 0] > 0).double()
+    Trainer(bg, tmp_path, "gmm", data=data, data_weights=weights, batch_size=256,
+            progress=False).fit([Stage("ml", 150, lr=3e-3, cosine=True)])
+    x, _ = bg.sample(2000)
+    assert (x[:, 0, 0] > 0).float().mean() > 0.9
+    with pytest.raises(ValueError, match="data_weights"):
+        Trainer(bg, tmp_path, "gmm", data=data, data_weights=torch.zeros(len(data)))
+    stage = Stage("ml", 100, lr=1e-3, cosine=True)
+    assert [stage.rate(s) for s in (0, 50)] == pytest.approx([1e-3, 5e-4])
+    assert Stage("ml", 100, lr=1e-3).rate(99) == 1e-3
+
+
+def test_kl_bias_offsets_the_kl_loss_only(tmp_path):
+    """A constant bias c shifts the KL loss by c (same samples); the step's ESS uses the true energy."""
+    bg, _ = _gmm_generator(2)
+    losses, stats = [], []
+    for bias in (None, lambda x: torch.full(x.shape[:1], 5.0, dtype=x.dtype)):
+        torch.manual_seed(3)
+        loss, stat = Trainer(bg, tmp_path, "gmm", kl_batch_size=64, kl_bias=bias)._kl_loss()
+        losses.append(float(loss.detach()))
+        stats.append(stat)
+    assert losses[1] - losses[0] == pytest.approx(5.0, abs=1e-4) and stats[0] == stats[1]

@@ -1,10 +1,10 @@
 """Training a :class:`BoltzmannGenerator`: maximum likelihood on data, reverse KL on the energy, or mixtures.
 
 Losses (per sample, in kT/nats):
-    ML:  −log q(x),  x from the data.
-    KL:  u_reg(x) + log q(x),  x ~ q (reparametrised); u_reg is the reduced energy, continued
-         logarithmically above ``energy_cap`` so high-energy samples give bounded gradients;
-         samples with non-finite energy are dropped from the batch.
+    ML:  −log q(x),  x from the data (drawn with probability ∝ ``data_weights`` if given).
+    KL:  u_reg(x) + log q(x),  x ~ q (reparametrised); u_reg is the reduced energy (plus the optional
+         ``kl_bias``), continued logarithmically above ``energy_cap`` so high-energy samples give
+         bounded gradients; samples with non-finite energy are dropped from the batch.
 
 With ``validation_fraction`` > 0 a fixed-seed share of the data is held out; pure-ML stages track
 −log q on it and end with the parameters of their best validation loss (early stopping: small MD
@@ -16,7 +16,9 @@ A run directory holds ``checkpoint.pt`` (written atomically, resumed automatical
 from __future__ import annotations
 
 import io
+import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -32,13 +34,19 @@ CHECKPOINT = "checkpoint.pt"
 
 @dataclass
 class Stage:
-    """One phase of training: ``steps`` optimiser steps of ``ml_weight · ML + kl_weight · KL`` at rate ``lr``."""
+    """One phase of training: ``steps`` optimiser steps of ``ml_weight · ML + kl_weight · KL`` at rate ``lr``
+    (with ``cosine``: decaying from ``lr`` to 0 along a half cosine over the stage)."""
 
     name: str
     steps: int
     ml_weight: float = 1.0
     kl_weight: float = 0.0
     lr: float = 1e-3
+    cosine: bool = False
+
+    def rate(self, step: int) -> float:
+        """Learning rate of the stage's ``step`` (0-based)."""
+        return self.lr * (0.5 * (1 + math.cos(math.pi * step / self.steps)) if self.cosine else 1.0)
 
 
 def regularized_energy(u: torch.Tensor, cap: float) -> torch.Tensor:
@@ -73,9 +81,14 @@ class Trainer:
             checkpoint there is resumed (``ValueError`` if it is from another system).
         system_id: name of the target system, stored in and checked against checkpoints.
         data: ``[M, N, dim]`` training configurations (nm) for ML stages.
+        data_weights: optional ``[M]`` non-negative weights of ``data`` (e.g. reweighting frames of several
+            temperatures): ML minibatches are drawn with probability ∝ weight, validation losses are weighted.
         validation_fraction: share of ``data`` held out (fixed seed) for early stopping of ML stages.
         batch_size: ML minibatch size; kl_batch_size: samples (energy evaluations) per KL step.
         energy_cap: reduced energy (kT) above which the KL loss grows logarithmically.
+        kl_bias: optional ``x [B, N, dim] -> [B]`` reduced-energy offset (kT, not differentiated) added to the
+            energy in the KL loss: the KL stages then target p(x)·exp(−bias(x)) (e.g. the same biased
+            distribution as weighted ML data), while importance weights still use the true energy.
         grad_clip: maximal gradient norm.
         checkpoint_every, log_every: steps between checkpoints / history entries.
         progress: show a tqdm progress bar.
@@ -84,20 +97,30 @@ class Trainer:
     def __init__(self, generator: BoltzmannGenerator, run_dir: str | Path, system_id: str,
                  data: torch.Tensor | None = None, batch_size: int = 256, kl_batch_size: int = 128,
                  energy_cap: float = 1e3, grad_clip: float = 100.0, checkpoint_every: int = 100,
-                 log_every: int = 10, progress: bool = True, validation_fraction: float = 0.0):
+                 log_every: int = 10, progress: bool = True, validation_fraction: float = 0.0,
+                 data_weights: torch.Tensor | None = None,
+                 kl_bias: Callable[[torch.Tensor], torch.Tensor] | None = None):
         if not 0.0 <= validation_fraction < 1.0:
             raise ValueError(f"validation_fraction must lie in [0, 1), got {validation_fraction}")
+        if data_weights is not None and (data is None or data_weights.shape != data.shape[:1]
+                                         or not bool((data_weights >= 0).all()) or not data_weights.sum() > 0):
+            raise ValueError("data_weights must be one non-negative weight per data frame, not all zero")
         self.generator = generator
         self.run_dir = Path(run_dir)
         self.system_id = system_id
         self.data, self.validation = data, None
+        self.weights = self.validation_weights = None if data is None else (
+            torch.ones(len(data)) if data_weights is None else torch.as_tensor(data_weights, dtype=torch.float64))
         n_validation = 0 if data is None else int(len(data) * validation_fraction)
         if n_validation:
             order = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))
-            self.validation, self.data = data[order[:n_validation]], data[order[n_validation:]]
+            held_out, kept = order[:n_validation], order[n_validation:]
+            self.validation, self.data = data[held_out], data[kept]
+            self.validation_weights, self.weights = self.weights[held_out], self.weights[kept]
         self.best: dict | None = None  # {"loss": float, "model": state_dict} of the current ML stage
         self.batch_size, self.kl_batch_size = batch_size, kl_batch_size
         self.energy_cap, self.grad_clip = energy_cap, grad_clip
+        self.kl_bias = kl_bias
         self.checkpoint_every, self.log_every = checkpoint_every, log_every
         self.progress = progress
         self.optimizer = torch.optim.Adam(self.generator.parameters(), lr=1e-3)
@@ -127,7 +150,7 @@ class Trainer:
         torch.set_rng_state(checkpoint["rng"])
 
     def _ml_loss(self) -> torch.Tensor:
-        index = torch.randint(len(self.data), (self.batch_size,))
+        index = torch.multinomial(self.weights, self.batch_size, replacement=True)
         return -self.generator.log_prob(self.data[index]).mean()
 
     def _kl_loss(self) -> tuple[torch.Tensor, dict]:
@@ -138,12 +161,15 @@ class Trainer:
         stats = {"ess": kish_ess(log_w), "fraction_finite": fraction_finite(log_w)}
         if not ok.any():
             return torch.zeros((), requires_grad=True), stats
+        if self.kl_bias is not None:
+            u = u + self.kl_bias(x.detach())
         return (regularized_energy(u[ok], self.energy_cap) + log_q[ok]).mean(), stats
 
     def _track_validation(self, record: dict) -> None:
         """Record −log q on the held-out data and remember the best parameters of this stage."""
         with torch.no_grad():
-            loss = float(-self.generator.log_prob(self.validation).mean())
+            w = self.validation_weights
+            loss = float(-(self.generator.log_prob(self.validation).double() * w).sum() / w.sum())
         record["loss_ml_validation"] = loss
         if self.best is None or loss < self.best["loss"]:
             self.best = {"loss": loss, "model": {k: v.clone() for k, v in self.generator.state_dict().items()}}
@@ -159,7 +185,7 @@ class Trainer:
 
     def _step(self, stage: Stage) -> dict:
         for group in self.optimizer.param_groups:
-            group["lr"] = stage.lr
+            group["lr"] = stage.rate(self.step_in_stage)
         self.optimizer.zero_grad()
         loss = torch.zeros(())
         record: dict = {}

@@ -31,13 +31,20 @@ class BGSetup:
 
     Reference: replica exchange over ``replica_temperatures`` (the first is the target),
     Langevin (1/ps) with hydrogen-mass repartitioning (configurational distribution unchanged),
-    one exchange attempt between neighbours and one frame of the target replica every
-    ``exchange_ps``. Flow: spline couplings on internal coordinates (Gaussian prior on
-    standardised bonds/angles, uniform prior on torsions). Training: ``ml_steps`` of maximum
-    likelihood (with ``validation_fraction`` > 0: ending at the best −log q on that held-out share of the
-    frames; off by default, because on short correlated references the best-validation flow is too broad
-    in the stiff bonds and angles to sample low energies), then ``kl_steps`` of ML + reverse KL
-    (``kl_batch`` energy evaluations per step).
+    one exchange attempt between neighbours every ``exchange_ps`` and one frame of every replica
+    every ``frame_ps`` (bond and angle vibrations decorrelate in ~0.01 ps: frequent frames give the
+    ML data the stiff degrees of freedom at no extra MD cost). Flow: spline couplings on internal
+    coordinates (Gaussian prior on standardised bonds/angles, uniform prior on torsions).
+    Training data: the frames of all replicas with MBAR weights at the target temperature, except
+    the minor basin φ > 0: weights at ``ml_minor_temperature``, raised to ``ml_minor_share`` of the
+    total (see :func:`ml_training_data`).
+    Training: ``ml_steps`` of maximum likelihood, the learning rate decaying from ``lr`` along a half
+    cosine (with ``validation_fraction`` > 0: ending at the best −log q on that held-out share of the
+    frames; off by default, because on short correlated references the best-validation flow is too
+    broad in the stiff bonds and angles to sample low energies), then ``kl_steps`` of ML + reverse KL
+    (``kl_batch`` energy evaluations per step) towards the target with the same minor-basin share as
+    the ML data (:func:`minor_basin_bias`). No KL steps by default: on this CPU budget they raised the
+    ESS only from ~0.01 to ~0.02 and, even so biased, moved probability out of φ > 0, which spoiled ΔF.
     """
 
     system: str = "alanine-dipeptide-implicit"
@@ -45,26 +52,29 @@ class BGSetup:
     replica_temperatures: list[float] = field(default_factory=lambda: [300.0, 390.0, 500.0, 650.0])
     reference_ps: float = 300.0
     exchange_ps: float = 0.1
+    frame_ps: float = 0.02
     timestep_fs: float = 2.0
     hydrogen_mass: float = 3.0
     n_layers: int = 8
     hidden: int = 128
     n_bins: int = 8
-    ml_steps: int = 1500
-    kl_steps: int = 300
+    ml_steps: int = 600
+    kl_steps: int = 0
     batch_size: int = 256
     kl_batch: int = 64
     lr: float = 1e-3
     validation_fraction: float = 0.0
+    ml_minor_share: float = 0.2
+    ml_minor_temperature: float = 500.0
     energy_cap_margin: float = 20.0
-    n_samples: int = 5000
+    n_samples: int = 20000
     seed: int = 0
     threads: int = 1
 
     @classmethod
     def quick(cls, **overrides) -> "BGSetup":
         """A few-minute CPU setup (short reference, small flow, short training)."""
-        values = dict(reference_ps=60.0, n_layers=6, hidden=64, ml_steps=400, kl_steps=60, n_samples=2000)
+        values = dict(reference_ps=60.0, n_layers=6, hidden=64, ml_steps=400, n_samples=5000)
         return cls(**{**values, **overrides})
 
     def check(self) -> None:
@@ -72,8 +82,10 @@ class BGSetup:
             raise ValueError(f"bg supports {', '.join(SYSTEMS)} (φ/ψ metrics), not {self.system!r}")
         if self.replica_temperatures[0] != self.temperature:
             raise ValueError("the first replica temperature must be the target temperature")
-        if min(self.reference_ps, self.exchange_ps, self.timestep_fs) <= 0 or self.ml_steps < 1:
-            raise ValueError("reference_ps, exchange_ps, timestep_fs must be positive and ml_steps >= 1")
+        if min(self.reference_ps, self.exchange_ps, self.frame_ps, self.timestep_fs) <= 0 or self.ml_steps < 1:
+            raise ValueError("reference_ps, exchange_ps, frame_ps, timestep_fs must be positive and ml_steps >= 1")
+        if self.frame_ps > self.exchange_ps:
+            raise ValueError("frame_ps must not exceed exchange_ps (frames are saved between exchanges)")
 
 
 def _repartitioned(system, hydrogen_mass: float):
@@ -91,17 +103,15 @@ def _repartitioned(system, hydrogen_mass: float):
     return omm
 
 
-def replica_exchange(system, setup: BGSetup) -> dict[str, np.ndarray]:
-    """Temperature replica exchange; returns the frames of every temperature ``[K, F, N, 3]`` (nm), their
-    energies ``[K, F]`` (kJ/mol), the exchange acceptance per neighbour pair and the total number of MD steps."""
+def _replica_contexts(system, setup: BGSetup) -> list:
+    """One OpenMM CPU context per replica temperature, all started from the minimised input structure."""
     import openmm
     from openmm import unit
 
-    temperatures = setup.replica_temperatures
     omm = _repartitioned(system, setup.hydrogen_mass)
     platform = openmm.Platform.getPlatformByName("CPU")
     contexts = []
-    for k, temperature in enumerate(temperatures):
+    for k, temperature in enumerate(setup.replica_temperatures):
         integrator = openmm.LangevinMiddleIntegrator(temperature * unit.kelvin, 1 / unit.picosecond,
                                                      setup.timestep_fs * unit.femtosecond)
         integrator.setRandomNumberSeed(setup.seed + k + 1)
@@ -113,36 +123,58 @@ def replica_exchange(system, setup: BGSetup) -> dict[str, np.ndarray]:
         context.setPositions(start)
         context.setVelocitiesToTemperature(temperature * unit.kelvin, setup.seed + k + 1)
         contexts.append(context)
-    steps = max(1, round(setup.exchange_ps * 1000 / setup.timestep_fs))
+    return contexts
+
+
+def _exchange(contexts: list, states: list, u: list[float], temperatures: list[float], parity: int,
+              rng: np.random.Generator) -> np.ndarray:
+    """Metropolis swaps between neighbours ``(k, k + 1)``, ``k ≡ parity`` (mod 2), of the replicas' current
+    ``states`` (energies ``u`` kJ/mol); velocities are rescaled by √(T_new/T_old). Returns 1 per accepted pair."""
+    beta = [1 / units.kT(t) for t in temperatures]
+    accepted = np.zeros(len(contexts) - 1)
+    for k in range(parity, len(contexts) - 1, 2):
+        if math.log(rng.random() + 1e-300) < (beta[k] - beta[k + 1]) * (u[k] - u[k + 1]):
+            accepted[k] = 1
+            for j, other in ((k, k + 1), (k + 1, k)):
+                contexts[j].setPositions(states[other].getPositions())
+                contexts[j].setVelocities(states[other].getVelocities(asNumpy=True)
+                                          * math.sqrt(temperatures[j] / temperatures[other]))
+            states[k], states[k + 1], u[k], u[k + 1] = states[k + 1], states[k], u[k + 1], u[k]
+    return accepted
+
+
+def replica_exchange(system, setup: BGSetup) -> dict[str, np.ndarray]:
+    """Temperature replica exchange; returns the frames of every temperature ``[K, F, N, 3]`` (nm), saved every
+    ``frame_ps``, their energies ``[K, F]`` (kJ/mol), the exchange acceptance per neighbour pair (one attempt
+    every ``exchange_ps``, alternating even and odd pairs) and the total number of MD steps."""
+    from openmm import unit
+
+    temperatures = setup.replica_temperatures
+    contexts = _replica_contexts(system, setup)
+    frame_steps = max(1, round(setup.frame_ps * 1000 / setup.timestep_fs))
+    frames_per_exchange = max(1, round(setup.exchange_ps / setup.frame_ps))
     n_iterations = max(1, round(setup.reference_ps / setup.exchange_ps))
-    beta = np.array([1 / units.kT(t) for t in temperatures])
     rng = np.random.default_rng(setup.seed)
     accepted, attempted = np.zeros(len(temperatures) - 1), np.zeros(len(temperatures) - 1)
     frames, energies = [], []
     for iteration in tqdm(range(n_iterations), desc=f"replica exchange ({len(temperatures)} replicas)", unit="exch"):
-        for context in contexts:
-            context.getIntegrator().step(steps)
-        states = [c.getState(getPositions=True, getVelocities=True, getEnergy=True) for c in contexts]
-        u = [s.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole) for s in states]
-        for k in range(iteration % 2, len(contexts) - 1, 2):
-            attempted[k] += 1
-            if math.log(rng.random() + 1e-300) < (beta[k] - beta[k + 1]) * (u[k] - u[k + 1]):
-                accepted[k] += 1
-                states[k], states[k + 1], u[k], u[k + 1] = states[k + 1], states[k], u[k + 1], u[k]
-                for j, other in ((k, k + 1), (k + 1, k)):
-                    scale = math.sqrt(temperatures[j] / temperatures[other])
-                    contexts[j].setPositions(states[j].getPositions())
-                    contexts[j].setVelocities(states[j].getVelocities(asNumpy=True) * scale)
-        frames.append([s.getPositions(asNumpy=True).value_in_unit(unit.nanometer) for s in states])
-        energies.append(u)
+        for _ in range(frames_per_exchange):
+            for context in contexts:
+                context.getIntegrator().step(frame_steps)
+            states = [c.getState(getPositions=True, getVelocities=True, getEnergy=True) for c in contexts]
+            u = [s.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole) for s in states]
+            frames.append([s.getPositions(asNumpy=True).value_in_unit(unit.nanometer) for s in states])
+            energies.append(list(u))
+        attempted[iteration % 2::2] += 1
+        accepted += _exchange(contexts, states, u, temperatures, iteration % 2, rng)
     return {"positions": np.asarray(frames).swapaxes(0, 1), "energies": np.asarray(energies).T,
             "acceptance": accepted / np.maximum(attempted, 1),
-            "md_steps": np.asarray(n_iterations * steps * len(temperatures))}
+            "md_steps": np.asarray(n_iterations * frames_per_exchange * frame_steps * len(temperatures))}
 
 
 def reference_data(system, setup: BGSetup, out: Path) -> dict[str, np.ndarray]:
     """Replica-exchange reference, cached as ``out/reference.npz`` keyed by the reference settings."""
-    key = repr((setup.system, setup.replica_temperatures, setup.reference_ps, setup.exchange_ps,
+    key = repr((setup.system, setup.replica_temperatures, setup.reference_ps, setup.exchange_ps, setup.frame_ps,
                 setup.timestep_fs, setup.hydrogen_mass, setup.seed))
     path = out / "reference.npz"
     if path.exists():
@@ -159,8 +191,9 @@ def reference_data(system, setup: BGSetup, out: Path) -> dict[str, np.ndarray]:
     return data
 
 
-def reference_log_weights(energies: np.ndarray, temperatures: list[float]) -> np.ndarray:
-    """Log MBAR weights ``[K·F]`` at ``temperatures[0]`` of all replicas' frames (energies ``[K, F]`` kJ/mol)."""
+def reference_log_weights(energies: np.ndarray, temperatures: list[float], at: list[float]) -> np.ndarray:
+    """Log MBAR weights ``[len(at), K·F]`` at the temperatures ``at`` (K) of all replicas' frames
+    (energies ``[K, F]`` kJ/mol, sampled at ``temperatures``)."""
     from scipy.special import logsumexp
 
     from ..freeenergy import mbar
@@ -168,7 +201,46 @@ def reference_log_weights(energies: np.ndarray, temperatures: list[float]) -> np
     u_kn = np.array([[1 / units.kT(t)] for t in temperatures]) * energies.reshape(1, -1)
     n_k = np.full(len(temperatures), energies.shape[1])
     f_k = mbar(u_kn, n_k).f_k
-    return -u_kn[0] - logsumexp(f_k[:, None] - u_kn + np.log(n_k)[:, None], axis=0)
+    mixture = logsumexp(f_k[:, None] - u_kn + np.log(n_k)[:, None], axis=0)
+    return np.array([-energies.reshape(-1) / units.kT(t) - mixture for t in at])
+
+
+def ml_training_data(reference: dict, share_minor: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frames of all replicas ``[K·F, N, 3]`` (nm) and their ML weights ``[K·F]`` (sum 1).
+
+    The major basin φ < 0 keeps its MBAR weights ``reference["log_w"]`` at the target temperature; the minor
+    basin φ > 0 (~0.1 % at 300 K, a few effective frames at that temperature) gets the MBAR weights
+    ``reference["log_w_minor"]`` at a higher temperature (many more effective frames, slightly broader) and
+    ``share_minor`` of the total weight (or its target-temperature share, if larger). The flow then learns
+    the minor basin; its samples' importance weights against the target energy undo the bias."""
+    from ..flows.metrics import normalized_weights
+
+    w, w_minor = normalized_weights(reference["log_w"]), normalized_weights(reference["log_w_minor"])
+    minor = reference["angles"][:, 0] > 0
+    if 0 < w[minor].sum() < 1 and w_minor[minor].sum() > 0:
+        share = max(share_minor, float(w[minor].sum()))
+        w = np.where(minor, w_minor * share / w_minor[minor].sum(), w * (1 - share) / w[~minor].sum())
+    frames = reference["positions"].reshape(-1, *reference["positions"].shape[2:])
+    return torch.as_tensor(frames, dtype=torch.float32), torch.as_tensor(w)
+
+
+def minor_basin_bias(reference: dict, share_minor: float, phi_atoms: np.ndarray):
+    """Reduced-energy offset ``x [B, N, 3] -> [B]`` (kT) for the KL stage: −ln(share/(1 − share) · P(φ<0)/P(φ>0))
+    where φ > 0 (reference basin populations at the target temperature), 0 elsewhere, so that reverse KL
+    targets the same minor-basin share as the ML data (:func:`ml_training_data`) instead of removing it."""
+    from ..flows.internal import dihedral
+    from ..flows.metrics import normalized_weights
+
+    p_minor = float(normalized_weights(reference["log_w"])[reference["angles"][:, 0] > 0].sum())
+    share = max(share_minor, p_minor)
+    offset = -math.log(share / (1 - share) * (1 - p_minor) / p_minor) if 0 < p_minor < 1 else 0.0
+    atoms = torch.as_tensor(phi_atoms)
+
+    def bias(x: torch.Tensor) -> torch.Tensor:
+        phi = dihedral(*(x[:, i] for i in atoms))
+        return torch.where(phi > 0, offset, 0.0).to(x.dtype)
+
+    return bias
 
 
 def phi_psi_indices(topology) -> np.ndarray:
@@ -333,9 +405,10 @@ def _prepare(setup: BGSetup, out: Path):
     reference = reference_data(system, setup, out)
     reference["angles"] = phi_psi(reference["positions"].reshape(-1, system.n_atoms, 3),
                                   phi_psi_indices(system.topology))
-    reference["log_w"] = reference_log_weights(reference["energies"], setup.replica_temperatures)
-    data = torch.as_tensor(reference["positions"][0], dtype=torch.float32)
-    return system, reference, data, build_generator(system, setup, data)
+    reference["log_w"], reference["log_w_minor"] = reference_log_weights(
+        reference["energies"], setup.replica_temperatures, [setup.temperature, setup.ml_minor_temperature])
+    target_frames = torch.as_tensor(reference["positions"][0], dtype=torch.float32)
+    return system, reference, build_generator(system, setup, target_frames)
 
 
 def _finish(results: dict, setup: BGSetup, system, reference: dict, out: Path, training_seconds: float) -> dict:
@@ -364,13 +437,16 @@ def run_train(setup: BGSetup, out: str | Path, progress: bool = True) -> dict:
     setup = _load_setup(out, setup)
     torch.manual_seed(setup.seed)
     out.mkdir(parents=True, exist_ok=True)
-    system, reference, data, generator = _prepare(setup, out)
+    system, reference, generator = _prepare(setup, out)
+    data, weights = ml_training_data(reference, setup.ml_minor_share)
     _declare(out, setup, system)
-    stages = [Stage("ml", setup.ml_steps, lr=setup.lr)]
+    stages = [Stage("ml", setup.ml_steps, lr=setup.lr, cosine=True)]
     if setup.kl_steps:
         stages.append(Stage("ml+kl", setup.kl_steps, ml_weight=1.0, kl_weight=1.0, lr=setup.lr / 3))
-    trainer = Trainer(generator, out, setup.system, data=data, batch_size=setup.batch_size,
-                      kl_batch_size=setup.kl_batch, energy_cap=energy_cap(reference, setup), progress=progress,
+    bias = minor_basin_bias(reference, setup.ml_minor_share, phi_psi_indices(system.topology)[0])
+    trainer = Trainer(generator, out, setup.system, data=data, data_weights=weights, kl_bias=bias,
+                      batch_size=setup.batch_size, kl_batch_size=setup.kl_batch,
+                      energy_cap=energy_cap(reference, setup), progress=progress,
                       validation_fraction=setup.validation_fraction)
     trainer.fit(stages)
     return _finish(_evaluate(generator, system, setup, reference, out), setup, system, reference, out, trainer.seconds)
@@ -387,7 +463,7 @@ def run_sample(run_dir: str | Path, n_samples: int | None = None) -> dict:
         setup.n_samples = int(n_samples)
     if not (out / CHECKPOINT).exists():
         raise FileNotFoundError(f"no checkpoint in {out}; run `molfree bg train --out {out}` first")
-    system, reference, _, generator = _prepare(setup, out)
+    system, reference, generator = _prepare(setup, out)
     checkpoint = load_checkpoint(generator, out / CHECKPOINT, setup.system)
     return _finish(_evaluate(generator, system, setup, reference, out), setup, system, reference, out,
                    checkpoint["seconds"])
@@ -416,8 +492,9 @@ def report(results: dict, setup: BGSetup, system) -> str:
         f"- Reference: {ref['method']} over {setup.replica_temperatures} K, {setup.reference_ps:g} ps per replica "
         f"({ref['md_steps']} MD steps, {ref['seconds']:.0f} s), exchange acceptance "
         f"{', '.join(f'{a:.2f}' for a in ref['exchange_acceptance'])}; {ref['frames']} frames of all replicas "
-        f"reweighted to {setup.temperature:g} K by MBAR (ESS/n {ref['ess']:.2f}) are the reference; the "
-        f"{setup.temperature:g} K replica's frames are the ML training data.",
+        f"reweighted to {setup.temperature:g} K by MBAR (ESS/n {ref['ess']:.2f}) are the reference and the "
+        f"ML training data (φ > 0 at {setup.ml_minor_temperature:g} K, raised to ≥ {setup.ml_minor_share:g} of the "
+        "weight; the flow's importance weights undo this).",
         f"- Flow: {setup.n_layers} rational-quadratic spline couplings ({setup.n_bins} bins, hidden {setup.hidden}) "
         "on internal coordinates; circular splines and a uniform prior for torsions.",
         f"- Training: {setup.ml_steps} ML steps, then {setup.kl_steps} ML+KL steps ({setup.kl_batch} energy "
