@@ -7,8 +7,13 @@ and wall time, and writes ``runs/benchmarks/adjoint_sampling.json``.
     python benchmarks/adjoint_sampling.py --quick   # minutes on a CPU, small budgets
     python benchmarks/adjoint_sampling.py           # DW-4 2e5 and LJ-13 1e6 evaluations
     python benchmarks/adjoint_sampling.py --full    # adds LJ-55 (GPU advised; reference by long MCMC here)
+    python benchmarks/adjoint_sampling.py --quick --seeds 3 --targets dw4   # DW-4 only, mean ± spread over seeds 0–2
 
 Reference samples: ``systems/{dw4,lj13}-reference.npz`` (``systems/make_reference_samples.py``).
+Temperature: every target is sampled at kT = 1 kJ/mol (``units.REDUCED_TEMPERATURE``), so E/kT is
+the papers' dimensionless energy with τ = 1; DW-4 sums over the 6 unordered pairs (Köhler et al.
+2020, bgflow), LJ-13/LJ-55 use the papers' ordered-pair convention (see
+:mod:`molfree.energies.analytic`).
 """
 from __future__ import annotations
 
@@ -93,9 +98,9 @@ def metrics(samples: torch.Tensor, energies: torch.Tensor, ref: torch.Tensor, re
             "distance_w2": distance_w2(samples, ref), "aligned_w2": aligned_w2(samples[pick], ref[pick_ref])}
 
 
-def run(target: Target, quick: bool, n_samples: int, n_aligned: int) -> dict:
+def run(target: Target, quick: bool, n_samples: int, n_aligned: int, seed: int = 0) -> dict:
     """Train, sample and compare one target with MCMC at the same number of energy evaluations."""
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     energy = target.energy()
     ref = reference(target, energy)
     ref_e = energy.reduced(ref, temperature=T)
@@ -104,7 +109,7 @@ def run(target: Target, quick: bool, n_samples: int, n_aligned: int) -> dict:
 
     budget = target.quick_budget if quick else target.budget
     net = EGNNDrift(hidden=target.hidden, n_layers=target.n_layers, length_scale=target.length_scale)
-    sampler = AdjointSampler(energy, net, T, target.config)
+    sampler = AdjointSampler(energy, net, T, target.config, seed=seed)
     start = time.perf_counter()
     sampler.train(max_energy_evaluations=budget - n_samples)
     res = sampler.sample(n_samples)
@@ -117,15 +122,25 @@ def run(target: Target, quick: bool, n_samples: int, n_aligned: int) -> dict:
 
     start = time.perf_counter()
     mc = equal_budget_metropolis(energy, T, res.energy_evaluations, n_chains=500, init_scale=target.length_scale / 2,
-                                 com_free=True, step_size=target.mcmc_step)
+                                 com_free=True, step_size=target.mcmc_step, seed=seed)
     mcmc = {"energy_evaluations": mc.energy_evaluations, "wall_time_s": time.perf_counter() - start,
             **metrics(mc.samples, mc.reduced_energies, ref, ref_e, n_aligned), "acceptance": mc.acceptance}
-    return {"target": target.name, "budget": budget, "aligned_w2_noise_floor": floor, "adjoint": adjoint,
-            "mcmc": mcmc}
+    return {"target": target.name, "seed": seed, "budget": budget, "aligned_w2_noise_floor": floor,
+            "adjoint": adjoint, "mcmc": mcmc}
+
+
+def summarise(results: list[dict]) -> dict:
+    """Mean and sample standard deviation (spread) over seeds of every adjoint and MCMC figure of one target."""
+    summary = {"target": results[0]["target"], "seeds": [r["seed"] for r in results]}
+    for method in ("adjoint", "mcmc"):
+        values = {key: np.array([r[method][key] for r in results], dtype=float) for key in results[0][method]}
+        summary[method] = {key: {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0}
+                           for key, v in values.items()}
+    return summary
 
 
 def print_row(result: dict) -> None:
-    print(f"\n{result['target']}  (budget {result['budget']:.0e} evals; aligned-W2 noise floor "
+    print(f"\n{result['target']}  seed {result['seed']}  (budget {result['budget']:.0e} evals; aligned-W2 noise floor "
           f"{result['aligned_w2_noise_floor']:.3f})")
     print(f"  {'method':8s} {'evals':>9s} {'E-W2':>8s} {'E-W1':>8s} {'dist-W2':>8s} {'align-W2':>9s} {'wall s':>8s}")
     for method in ("adjoint", "mcmc"):
@@ -137,20 +152,41 @@ def print_row(result: dict) -> None:
           f"ESS {a['ess']:.3f}")
 
 
+def print_summary(summary: dict) -> None:
+    """Print the mean ± standard deviation over seeds of the sample-quality figures."""
+    print(f"\n{summary['target']}  mean ± std over seeds {summary['seeds']}")
+    for method in ("adjoint", "mcmc"):
+        figures = "  ".join(f"{key} {summary[method][key]['mean']:.3f} ± {summary[method][key]['std']:.3f}"
+                            for key in ("energy_w2", "energy_w1", "distance_w2", "aligned_w2"))
+        print(f"  {method:8s} {figures}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small budgets (minutes on a CPU)")
     parser.add_argument("--full", action="store_true", help="also run LJ-55")
+    parser.add_argument("--seeds", type=int, default=1, help="run seeds 0..N-1 and report mean and spread")
+    parser.add_argument("--targets", help="comma-separated subset of " + ",".join(TARGETS) + " (overrides --full)")
     parser.add_argument("--out", default=str(ROOT / "runs" / "benchmarks" / "adjoint_sampling.json"))
     args = parser.parse_args(argv)
+    if args.seeds < 1:
+        parser.error("--seeds must be >= 1")
     torch.set_num_threads(1)  # small tensors: intra-op threads only contend
-    names = ["dw4", "lj13"] + (["lj55"] if args.full else [])
+    names = args.targets.split(",") if args.targets else ["dw4", "lj13"] + (["lj55"] if args.full else [])
+    if unknown := set(names) - set(TARGETS):
+        parser.error(f"unknown targets {sorted(unknown)}; choose from {sorted(TARGETS)}")
     n_samples, n_aligned = (1000, 60) if args.quick else (5000, 200)
-    results = []
+    results, summaries = [], []
     for name in names:
-        results.append(run(TARGETS[name], args.quick, n_samples, n_aligned))
-        print_row(results[-1])
-    write_json(args.out, {"quick": args.quick, "results": results})
+        per_seed = []
+        for seed in range(args.seeds):
+            per_seed.append(run(TARGETS[name], args.quick, n_samples, n_aligned, seed))
+            print_row(per_seed[-1])
+        results += per_seed
+        if args.seeds > 1:
+            summaries.append(summarise(per_seed))
+            print_summary(summaries[-1])
+    write_json(args.out, {"quick": args.quick, "seeds": args.seeds, "results": results, "summaries": summaries})
     print(f"\nwritten {args.out}")
 
 
