@@ -237,6 +237,7 @@ def test_resume_continues_from_checkpoint(tmp_path, monkeypatch):
     first = saved["u"][0][np.argsort(saved["replica_states"][0])]  # iteration 1 as [state k, state l]
     np.testing.assert_array_equal(sampling.u_kln[:, :, 0], first)
     assert sampling.md_steps == 3 * 20 + 4 * 3 * 5
+    assert sampling.wall_seconds > float(saved["wall_seconds"]) > 0  # the run's time, not only the rerun's
 
 
 def test_solute_from_sdf_and_gas_leg_is_lambda_independent(tmp_path):

@@ -100,7 +100,7 @@ class Sampling:
         u_kln: ``[K, K, N]`` reduced potentials (kT): sample n drawn in state k, evaluated in state l.
         replica_states: ``[N, K]`` state of each replica at each iteration.
         iterations_run: iterations simulated by this call (excludes those restored from a checkpoint).
-        wall_seconds: wall time of this call, s.
+        wall_seconds: wall time of the whole run, s: this call plus earlier calls up to their last checkpoint.
         md_steps: MD steps over all replicas (equilibration included) of the whole run.
         energy_evaluations: potential-energy evaluations for u_kln of the whole run (K² per iteration).
     """
@@ -148,8 +148,10 @@ def _set_random_state(text: str) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
-def _save_checkpoint(path: Path, sampler, energies: list, replica_states: list, meta: dict, md_steps: int) -> None:
-    """One atomic ``.npz``: reduced potentials ``[n, K, K]`` so far, replica states, conformations, RNG."""
+def _save_checkpoint(path: Path, sampler, energies: list, replica_states: list, meta: dict, md_steps: int,
+                     wall_seconds: float) -> None:
+    """One atomic ``.npz``: reduced potentials ``[n, K, K]`` so far, replica states, conformations, RNG, and the
+    run's MD steps and wall seconds so far."""
     import openmm
 
     buffer = io.BytesIO()
@@ -157,7 +159,8 @@ def _save_checkpoint(path: Path, sampler, energies: list, replica_states: list, 
              replica_states=np.array(replica_states, dtype=np.int64).reshape(-1, len(meta["states"])),
              conformations=np.array([openmm.XmlSerializer.serialize(s) for s in sampler.replicaConformation]),
              replica_state_index=np.array(sampler.replicaStateIndex, dtype=np.int64),
-             iteration=sampler.currentIteration, md_steps=md_steps, random_state=_random_state_json(),
+             iteration=sampler.currentIteration, md_steps=md_steps, wall_seconds=wall_seconds,
+             random_state=_random_state_json(),
              meta=json.dumps(meta, sort_keys=True))
     atomic_write_bytes(path, buffer.getvalue())
 
@@ -210,7 +213,7 @@ def replica_exchange(system, topology, positions, solute_atoms: Sequence[int], s
 
     energies: list = []
     replica_states: list = []
-    md_steps = 0
+    md_steps, earlier_seconds = 0, 0.0
     if checkpoint.exists():
         saved = np.load(checkpoint, allow_pickle=False)
         if json.loads(str(saved["meta"])) != meta:
@@ -222,6 +225,7 @@ def replica_exchange(system, topology, positions, solute_atoms: Sequence[int], s
         sampler._previousReplicaStateIndex = sampler.replicaStateIndex[:]  # no velocity rescaling pending
         sampler.currentIteration = int(saved["iteration"])
         md_steps = int(saved["md_steps"])
+        earlier_seconds = float(saved["wall_seconds"]) if "wall_seconds" in saved.files else 0.0
         _set_random_state(str(saved["random_state"]))
     else:
         simulation.minimizeEnergy(maxIterations=1000)
@@ -235,7 +239,8 @@ def replica_exchange(system, topology, positions, solute_atoms: Sequence[int], s
             for replica in range(n_states):
                 sampler.simulateReplica(replica, options.equilibration_steps)
             md_steps = n_states * options.equilibration_steps
-        _save_checkpoint(checkpoint, sampler, energies, replica_states, meta, md_steps)
+        _save_checkpoint(checkpoint, sampler, energies, replica_states, meta, md_steps,
+                         time.perf_counter() - start)
 
     kt = units.kT(temperature)
 
@@ -252,7 +257,8 @@ def replica_exchange(system, topology, positions, solute_atoms: Sequence[int], s
         md_steps += n_states * options.steps_per_iteration
         iteration = sampler.currentIteration
         if iteration % options.checkpoint_interval == 0 or iteration == options.iterations:
-            _save_checkpoint(checkpoint, sampler, energies, replica_states, meta, md_steps)
+            _save_checkpoint(checkpoint, sampler, energies, replica_states, meta, md_steps,
+                             earlier_seconds + time.perf_counter() - start)
 
     u = np.array(energies, dtype=np.float64)[:options.iterations]  # [N, replica, state l]
     replica = np.array(replica_states, dtype=np.int64)[:options.iterations]  # [N, replica] -> state k
@@ -262,7 +268,7 @@ def replica_exchange(system, topology, positions, solute_atoms: Sequence[int], s
     np.savez(buffer, u_kln=u_kln, states=np.array(states), temperature=temperature)
     atomic_write_bytes(run_dir / "u_kln.npz", buffer.getvalue())
     return Sampling(u_kln=u_kln, replica_states=replica, iterations_run=remaining,
-                    wall_seconds=time.perf_counter() - start, md_steps=md_steps,
+                    wall_seconds=earlier_seconds + time.perf_counter() - start, md_steps=md_steps,
                     energy_evaluations=n_states * n_states * u.shape[0])
 
 
