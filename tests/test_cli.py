@@ -30,3 +30,24 @@ def test_unknown_system_is_a_one_line_error():
     assert out.returncode == 2
     lines = [line for line in out.stderr.splitlines() if "CUDA" not in line]
     assert len(lines) == 1 and "no-such-system" in lines[0] and lines[0].startswith("molfree systems: error:")
+
+
+def test_solvation_electrostatic_states_per_solute_and_unknown_solute(monkeypatch, tmp_path):
+    """Water gets 6 λ_electrostatics states by default (one discharge step of ±0.8 e does not overlap), methane 3,
+    and an explicit --n-electrostatics wins; an unknown shipped solute is a one-line error naming the shipped ones."""
+    from molfree.freeenergy import hydration
+
+    calls = []
+
+    def record(solute, atoms, **options):
+        calls.append((solute, options["n_electrostatics"]))
+        raise ValueError("stopped before sampling")
+
+    monkeypatch.setattr(hydration, "hydration_free_energy", record)
+    for args in (["--solute", "water"], ["--solute", "water", "--n-electrostatics", "4"], []):
+        assert main(["solvation", *args, "--out", str(tmp_path)]) == 2
+    assert calls == [("water", 6), ("water", 4), ("methane", 3)]
+    monkeypatch.undo()
+    out = run("solvation", "--solute", "ethanol", "--out", str(tmp_path))
+    lines = [line for line in out.stderr.splitlines() if "CUDA" not in line]
+    assert out.returncode == 2 and len(lines) == 1 and "shipped solutes: methane, water" in lines[0]
