@@ -465,7 +465,7 @@ resources: {cores: 8, memory: 1GB}
 ])
 def test_batch_job_script_from_campaign_resources_and_profile(tmp_path, kind, directives):
     """The campaign's resources (over its profile's) become the batch directives; no batch server needed."""
-    pytest.importorskip("dask_jobqueue")
+    pytest.importorskip("dask_jobqueue", reason="SLURM/PBS job scripts need dask-jobqueue (the [hpc] and [test] extras)")
     from molfree.campaign.runner import jobqueue_cluster
 
     (tmp_path / "hpc.yaml").write_text(PROFILE)
