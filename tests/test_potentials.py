@@ -9,11 +9,12 @@ from molfree.potentials import EquivariantPotential, load, read_header
 SYMBOLS = ["C", "H", "H", "O", "N", "H", "C", "O"]
 
 
-@pytest.fixture(scope="module")
-def model():
+@pytest.fixture(scope="module", params=[{"correlation": 1, "readout": "last"}, {"correlation": 3, "readout": "all"}],
+                ids=["two-body", "body-order-4"])
+def model(request):
     torch.manual_seed(0)
     m = EquivariantPotential(["H", "C", "N", "O"], cutoff=0.45, channels=8, l_max=2, n_layers=2,
-                             radial_hidden=16).double()
+                             radial_hidden=16, **request.param).double()
     m.energy_scale.fill_(0.1)
     return m
 

@@ -9,7 +9,7 @@ key                    default       meaning
 data                   (required)    labelled extended-XYZ file (``molfree data label``), eV and eV/Å
 elements               from data     chemical symbols the model knows (may include absent ones)
 model                  {}            EquivariantPotential options: cutoff (nm), channels, l_max,
-                                     n_layers, n_basis, radial_hidden
+                                     n_layers, n_basis, radial_hidden, correlation, readout
 seed                   0             split, initial weights and batch order
 val_fraction           0.1           fraction of structures for validation (early stopping, LR)
 test_fraction          0.1           fraction held out for the final test metrics
@@ -70,7 +70,7 @@ LOSS_LENGTH_NM = 0.1
 #: Training structures on which the untrained model's force RMS is measured to set ``energy_scale``.
 CALIBRATION_SIZE = 20
 #: Model options a config may set (elements and avg_num_neighbors come from the data).
-MODEL_KEYS = ("cutoff", "channels", "l_max", "n_layers", "n_basis", "radial_hidden")
+MODEL_KEYS = ("cutoff", "channels", "l_max", "n_layers", "n_basis", "radial_hidden", "correlation", "readout")
 #: Keys that may change between a checkpoint and its resumption (they only decide when to stop).
 STOPPING_KEYS = ("max_epochs", "max_steps", "patience", "checkpoint_every", "progress")
 
