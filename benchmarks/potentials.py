@@ -1,7 +1,7 @@
 """Energy+forces time per evaluation: molfree's EquivariantPotential vs mace-torch's MACE, one run.
 
-Both models get the same cutoff, channels, l_max and layers, float32, 1 thread, neighbor list
-included, on the same structures (alanine dipeptide and TIP3P water boxes). MACE runs in its own
+Both models get the same cutoff, channels, l_max, layers and body order (molfree's default
+``correlation=3`` is MACE's), float32, 1 thread, neighbor list included, on the same structures (alanine dipeptide and TIP3P water boxes). MACE runs in its own
 venv (``.venv-mace``; ``make bench`` creates it) because it pins its own e3nn.
 
 The same run prints the OpenMM bridge overhead: ms per step of an OpenMM ``Simulation`` whose only

@@ -144,7 +144,7 @@ class EquivariantPotential(torch.nn.Module):
 
     def __init__(self, elements: list[str], cutoff: float = 0.5, channels: int = 32, l_max: int = 2,
                  n_layers: int = 3, n_basis: int = 8, radial_hidden: int = 64, avg_num_neighbors: float = 10.0,
-                 correlation: int = 1, readout: str = "last"):
+                 correlation: int = 3, readout: str = "all"):
         super().__init__()
         from ase.data import atomic_numbers
 

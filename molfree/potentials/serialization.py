@@ -16,7 +16,8 @@ import torch
 from ..io import atomic_write_bytes
 
 FORMAT = "molfree-potential"
-VERSION = 1
+#: 2: dimensionless radial basis, body-order products and per-layer readouts (version-1 files are not loadable).
+VERSION = 2
 UNITS = {"length": "nm", "energy": "kJ/mol", "forces": "kJ/mol/nm"}
 
 
