@@ -158,6 +158,16 @@ def test_bad_input(model, tmp_path):
     (tmp_path / "junk.molfree").write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="not a molfree model file"):
         load(tmp_path / "junk.molfree")
+    old = tmp_path / "v1.molfree"
+    model.save(old)
+    payload = torch.load(old, weights_only=True)
+    torch.save({**payload, "version": 1}, old)  # the radial basis and readouts changed in version 2
+    with pytest.raises(ValueError, match="version 1 is not supported"):
+        load(old)
+    with pytest.raises(ValueError, match="correlation"):
+        EquivariantPotential(["C"], correlation=0)
+    with pytest.raises(ValueError, match="readout"):
+        EquivariantPotential(["C"], readout="first")
     with pytest.raises(FileNotFoundError):
         load(tmp_path / "missing.molfree")
     x = random_molecule(len(SYMBOLS), 12)
