@@ -198,6 +198,9 @@ class AdjointSampler:
         x1, _ = self.sde.simulate(self._drift, self.config.samples_per_iteration, self.shape,
                                   generator=self.generator)
         x1 = x1[torch.isfinite(x1).flatten(1).all(1)]
+        if not len(x1):
+            raise RuntimeError("every simulated path diverged (non-finite terminal points); lower lr or sigma_max, "
+                               "or raise n_steps")
         grad = self._reduced_gradient(x1)
         target = -self.sde.reference_score(x1) - grad  # −∇g = −∇E/kT − ∇ ln p_ref
         finite = torch.isfinite(target).flatten(1).all(1)

@@ -30,6 +30,11 @@ def reweighted_mean(values: torch.Tensor, log_w: torch.Tensor) -> torch.Tensor:
     return (w.reshape(-1, *([1] * (values.ndim - 1))) * values.double()).sum(0)
 
 
+def importance_resample(log_w: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Indices ``[n]`` drawn with replacement ∝ exp(log_w) (self-normalised importance resampling of ``[B]``)."""
+    return torch.multinomial(torch.softmax(log_w.double(), 0), n, replacement=True, generator=generator)
+
+
 def _as_numpy(x) -> np.ndarray:
     return x.detach().cpu().double().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float64)
 
