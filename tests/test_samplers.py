@@ -268,15 +268,10 @@ def dw4_reference():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="known gap, tracked in issue 6: the issue's DW-4 goal (energy-W2 ≤ 0.6, distance-W2 ≤ 0.15) "
-                          "is not reached with this CPU-sized EGNN; measured energy-W2 1.35 and distance-W2 0.40 at "
-                          "2e5 evaluations with 200-step final sampling (1.60 and 0.42 with 50 steps; "
-                          "benchmarks/adjoint_sampling.py --targets dw4, seed 0; importance-resampled 0.15 and 0.01). "
-                          "The figure moves a lot between iterations (training with 100 steps: 3.39 and 0.68). In "
-                          "diagnostic runs at 2.5e4-1e5 evaluations the samples are too hot (median E/kT 2-3 above the "
-                          "reference's; 25-40% 3- and 5-short-pair transition configurations against 8%), and the 2- vs "
-                          "4-short-pair weights, which set distance-W2 (energy-W2 hardly depends on them), move "
-                          "between iterations",
+@pytest.mark.xfail(reason="known gap (issue 6): this CPU-sized EGNN does not yet reach the DW-4 goal of energy-W2 "
+                          "<= 0.6 and distance-W2 <= 0.15 from raw samples; measured 1.35 and 0.40 at 2e5 evaluations "
+                          "(python benchmarks/adjoint_sampling.py --targets dw4): samples too hot, mode weights drift "
+                          "between training iterations",
                    strict=False)
 def test_dw4_within_2e5_evaluations_beside_mcmc():
     """Uses 4×10⁴ of the 2×10⁵ allowed evaluations (CPU time is the binding limit here)."""
