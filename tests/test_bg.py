@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from molfree.flows.internal import dihedral
-from molfree.workflows.bg import BGSetup, minor_basin_bias, ml_training_data, reference_log_weights, replica_exchange
+from molfree.workflows.bg import (BGSetup, minor_basin_bias, ml_training_data, reference_delta_f, reference_log_weights,
+                                  replica_exchange)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -54,3 +55,20 @@ def test_minor_basin_bias_gives_the_kl_target_the_ml_share():
     positive = dihedral(x[:, 0], x[:, 1], x[:, 2], x[:, 3]) > 0
     expected = torch.where(positive, -np.log(0.25 * 0.98 / 0.02), 0.0).double()
     assert 0 < positive.sum() < 64 and torch.allclose(bias(x), expected)
+
+
+def test_reference_delta_f_error_is_the_spread_of_time_blocks():
+    """Two replicas at the target temperature (uniform MBAR weights): block b has φ > 0 fractions 0.1, 0.2, 0.1,
+    0.2, so its ΔF is ln 9 or ln 4, and the error is their standard error, not the pooled delta-method one."""
+    setup = BGSetup(replica_temperatures=[300.0, 300.0])
+    fractions = [0.1, 0.2, 0.1, 0.2]
+    phi = np.concatenate([np.where(np.arange(50) < 50 * f, 1.0, -1.0) for f in fractions])
+    energies = np.random.default_rng(0).normal(size=(2, 200))
+    reference = {"energies": energies, "angles": np.stack([np.tile(phi, 2)] * 2, -1),
+                 "log_w": reference_log_weights(energies, setup.replica_temperatures, [300.0])[0]}
+    pooled, error, blocks = reference_delta_f(reference, setup, blocks=4)
+    assert blocks == pytest.approx([np.log(9), np.log(4), np.log(9), np.log(4)])
+    assert pooled == pytest.approx(-np.log(0.15 / 0.85))
+    assert error == pytest.approx(np.std(blocks, ddof=1) / 2)
+    reference["angles"][:, 0] = np.tile(np.where(np.arange(200) < 10, 1.0, -1.0), 2)  # φ > 0 only in block 1
+    assert reference_delta_f(reference, setup, blocks=4)[1] == np.inf
