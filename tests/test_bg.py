@@ -28,29 +28,36 @@ def test_replica_exchange_saves_frames_between_exchanges():
         BGSetup(frame_ps=0.2, exchange_ps=0.1).check()
 
 
-def test_ml_training_data_raises_the_minor_basin():
-    """φ > 0 frames get ``share`` of the weight with their ``log_w_minor`` shape, φ < 0 frames keep their MBAR
-    weights' shape; all frames kept."""
+def test_ml_training_data_takes_the_major_basin_from_replicas_and_the_minor_from_umbrella_windows():
+    """Replica frames with φ < 0 keep their MBAR weights' shape; umbrella frames with φ > 0 get ``share`` of the
+    weight with their unbiased weights' shape (or their true share, if larger); all other frames get none."""
+    from molfree.freeenergy.umbrella import UmbrellaSamples
+
     rng = np.random.default_rng(0)
     phi = np.array([-2.0, -1.0, -1.5, 1.0, 1.2, -0.5])
     log_w = np.append(np.log([0.3, 0.3, 0.38, 0.01, 0.01]) + 5.0, -np.inf)
-    log_w_minor = np.log([0.1, 0.1, 0.1, 0.3, 0.1, 0.1])
-    reference = {"log_w": log_w, "log_w_minor": log_w_minor, "angles": np.stack([phi, phi], -1),
-                 "positions": rng.normal(size=(2, 3, 4, 3))}
-    frames, weights = ml_training_data(reference, 0.2)
-    assert frames.shape == (6, 4, 3) and frames.dtype == torch.float32
+    # two windows at ±π/2 of two frames each; the φ > 0 pair is symmetric about its centre: equal weights
+    theta = np.array([[-np.pi / 2, -np.pi / 2], [np.pi / 2 - 0.1, np.pi / 2 + 0.1]])
+    umbrella = UmbrellaSamples(theta, np.array([-np.pi / 2, np.pi / 2]), 1.0, 300.0, rng.normal(size=(2, 2, 4, 3)))
+    reference = {"log_w": log_w, "angles": np.stack([phi, phi], -1), "positions": rng.normal(size=(2, 3, 4, 3)),
+                 "umbrella": umbrella}
+    frames, weights = ml_training_data(reference, 0.6)
+    assert frames.shape == (8, 4, 3) and frames.dtype == torch.float32
+    assert torch.equal(frames[6:], torch.as_tensor(umbrella.positions[1], dtype=torch.float32))
     assert weights.sum().item() == pytest.approx(1.0)
-    assert weights[3:5].tolist() == pytest.approx([0.15, 0.05]) and weights[5] == 0
-    assert (weights[:3] / weights[:3].sum()).tolist() == pytest.approx([0.3 / 0.98, 0.3 / 0.98, 0.38 / 0.98])
-    _, unbiased = ml_training_data(reference, 0.0)
-    assert unbiased[3:5].tolist() == pytest.approx([0.015, 0.005])  # the target share 0.02, minor shape
+    assert weights[:3].tolist() == pytest.approx([0.4 * 0.3 / 0.98, 0.4 * 0.3 / 0.98, 0.4 * 0.38 / 0.98])
+    assert weights[3:6].tolist() == [0, 0, 0] and weights[6:].tolist() == pytest.approx([0.3, 0.3])
+    _, true_share = ml_training_data(reference, 0.2)
+    p_minor = np.exp(umbrella.log_weights())[theta.reshape(-1) > 0].sum()
+    assert 0.2 < p_minor and true_share[6:].sum().item() == pytest.approx(p_minor)  # the umbrella's own P(φ > 0)
+    reference["umbrella"] = UmbrellaSamples(-np.abs(theta), umbrella.centres, 1.0, 300.0, umbrella.positions)
+    frames, weights = ml_training_data(reference, 0.2)  # no umbrella frame in φ > 0: the replica frames alone
+    assert frames.shape == (6, 4, 3) and weights.sum().item() == pytest.approx(1.0)
 
 
 def test_minor_basin_bias_gives_the_kl_target_the_ml_share():
     """−ln(0.2/0.8 · 0.98/0.02) kT where φ > 0, 0 where φ < 0: p·exp(−bias) holds 20 % in φ > 0."""
-    phi = np.array([-1.0, 1.0])
-    reference = {"log_w": np.log([0.98, 0.02]), "angles": np.stack([phi, phi], -1)}
-    bias = minor_basin_bias(reference, 0.2, np.array([0, 1, 2, 3]))
+    bias = minor_basin_bias(0.02, 0.2, np.array([0, 1, 2, 3]))
     x = torch.randn(64, 4, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     positive = dihedral(x[:, 0], x[:, 1], x[:, 2], x[:, 3]) > 0
     expected = torch.where(positive, -np.log(0.25 * 0.98 / 0.02), 0.0).double()

@@ -289,6 +289,9 @@ jobs:
     kl_steps: 0
     batch_size: 16
     n_samples: 16
+    umbrella_windows: 6
+    umbrella_k: 5.0
+    umbrella_ps: 0.1
   - type: conformers
     smiles: [CCCC]
     n: 3

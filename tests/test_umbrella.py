@@ -67,9 +67,12 @@ def test_umbrella_windows_sample_their_biased_distributions(one_thread):
     system, positions = chain()
     centres = np.linspace(-np.pi, np.pi, 12, endpoint=False)
     k = 60.0
-    theta = torsion_umbrella(system, positions, [0, 1, 2, 3], centres, k, TEMPERATURE, timestep_fs=1.0,
-                             equilibration_ps=1.0, production_ps=6.0, frame_ps=0.02, seed=3, progress=False)
-    assert theta.shape == (12, 300)
+    samples = torsion_umbrella(system, positions, [0, 1, 2, 3], centres, k, TEMPERATURE, timestep_fs=1.0,
+                               equilibration_ps=1.0, production_ps=6.0, frame_ps=0.02, seed=3, keep_positions=True,
+                               progress=False)
+    theta = samples.theta
+    assert theta.shape == (12, 300) and samples.positions.shape == (12, 300, 4, 3)
+    assert np.allclose(torsion(samples.positions[5], [0, 1, 2, 3]), theta[5], atol=1e-5)
     grid = np.linspace(-np.pi, np.pi, 20_001)
     for centre, sampled in zip(centres, theta):
         p = biased_density(grid, centre, k)
@@ -77,8 +80,9 @@ def test_umbrella_windows_sample_their_biased_distributions(one_thread):
         z = np.exp(1j * sampled).mean()
         assert abs(wrapped(np.angle(z) - exact_mean)) < 0.05, centre
         assert abs(np.abs(z) - exact_spread) < 0.05, centre
-    log_w = unbiased_log_weights(theta, centres, k, TEMPERATURE)
+    log_w = samples.log_weights()
     assert log_w.shape == (theta.size,) and np.exp(log_w).sum() == pytest.approx(1.0)
+    assert np.allclose(log_w, unbiased_log_weights(theta, centres, k, TEMPERATURE))
 
 
 def test_unbiased_log_weights_recover_the_exact_torsion_free_energy():

@@ -65,7 +65,8 @@ A campaign file (paths relative to it; every key but ``jobs`` optional)::
         seed: 0
         reference_ps: 60.0                     # any BGSetup number: reference_ps, exchange_ps, timestep_fs,
         ml_steps: 400                          # n_layers, hidden, n_bins, ml_steps, kl_steps, batch_size,
-        kl_steps: 60                           # kl_batch, lr, n_samples (defaults: BGSetup's)
+        kl_steps: 60                           # kl_batch, lr, n_samples, umbrella_windows, umbrella_k,
+        umbrella_ps: 10.0                      # umbrella_ps (defaults: BGSetup's)
       - type: potential
         name: ala-small
         config: {data: data/labelled.xyz, max_epochs: 50, model: {channels: 16}}   # a TrainingConfig
@@ -480,7 +481,7 @@ def _gather_one(name: str, summary: Callable[[dict, dict], dict]) -> Callable[[l
 
 _BG_NUMBERS = {"reference_ps": None, "exchange_ps": None, "timestep_fs": None, "n_layers": 1, "hidden": 1,
                "n_bins": 2, "ml_steps": 1, "kl_steps": 0, "batch_size": 1, "kl_batch": 1, "lr": None,
-               "n_samples": 1}
+               "n_samples": 1, "umbrella_windows": 4, "umbrella_k": None, "umbrella_ps": None}
 
 
 def _expand_bg(entry: _Map, where: _Where, campaign: Campaign) -> list[JobSpec]:

@@ -8,6 +8,8 @@ MBAR free energies f_k: ln w_n = −ln Σ_k N_k exp(f_k − u_k(θ_n)).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from scipy.special import logsumexp
@@ -30,11 +32,27 @@ def torsion(positions: np.ndarray, atoms) -> np.ndarray:
     return dihedral(*(x[:, int(i)] for i in atoms)).numpy()
 
 
+@dataclass
+class UmbrellaSamples:
+    """Frames of K umbrella windows: torsions ``theta`` ``[K, F]`` (rad), optionally ``positions`` ``[K, F, N, 3]``
+    (nm), the window ``centres`` ``[K]`` (rad), the force constant (kJ/mol/rad²) and temperature (K)."""
+
+    theta: np.ndarray
+    centres: np.ndarray
+    force_constant: float
+    temperature: float
+    positions: np.ndarray | None = None
+
+    def log_weights(self, frames: slice = slice(None)) -> np.ndarray:
+        """Normalised unbiased log weights ``[K·F']`` of the frames ``frames`` of every window (MBAR)."""
+        return unbiased_log_weights(self.theta[:, frames], self.centres, self.force_constant, self.temperature)
+
+
 def torsion_umbrella(system, positions, atoms, centres, force_constant: float, temperature: float, *,
                      timestep_fs: float = 2.0, friction: float = 1.0, equilibration_ps: float = 5.0,
                      production_ps: float = 40.0, frame_ps: float = 0.05, seed: int = 0,
-                     progress: bool = True) -> np.ndarray:
-    """Sample the torsion ``atoms`` in umbrella windows; returns θ (rad) ``[K, F]`` for the K ``centres`` (rad).
+                     keep_positions: bool = False, progress: bool = True) -> UmbrellaSamples:
+    """Sample the torsion ``atoms`` in umbrella windows centred at ``centres`` (rad, ``[K]``).
 
     Args:
         system: an ``openmm.System`` (not modified; a bias force is added to a copy).
@@ -42,6 +60,7 @@ def torsion_umbrella(system, positions, atoms, centres, force_constant: float, t
         force_constant: κ (kJ/mol/rad²); temperature: K; friction: Langevin, 1/ps; times in fs and ps.
     Windows run in order around the circle from the one nearest the minimised structure's θ; each is
     equilibrated for ``equilibration_ps``, then sampled every ``frame_ps`` for ``production_ps``.
+    ``keep_positions``: also keep every frame's positions (float32).
     """
     import openmm
     from openmm import unit
@@ -67,22 +86,23 @@ def torsion_umbrella(system, positions, atoms, centres, force_constant: float, t
     context.setVelocitiesToTemperature(temperature * unit.kelvin, seed + 1)
     context.setParameter("k_umbrella", force_constant)
 
-    def theta_now() -> float:
-        x = context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
-        return float(torsion(x[None], atoms)[0])
-
-    first = int(np.argmin(np.abs(wrapped(centres - theta_now()))))
+    start = context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+    first = int(np.argmin(np.abs(wrapped(centres - torsion(start[None], atoms)[0]))))
     frame_steps = max(1, round(frame_ps * 1000 / timestep_fs))
     n_frames = max(1, round(production_ps / frame_ps))
     theta = np.empty((centres.size, n_frames))
+    frames = np.empty((centres.size, n_frames, system.getNumParticles(), 3), np.float32) if keep_positions else None
     order = [(first + i) % centres.size for i in range(centres.size)]
     for w in tqdm(order, desc="umbrella windows", disable=not progress):
         context.setParameter("theta0_umbrella", float(centres[w]))
         integrator.step(round(equilibration_ps * 1000 / timestep_fs))
         for f in range(n_frames):
             integrator.step(frame_steps)
-            theta[w, f] = theta_now()
-    return theta
+            x = context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+            theta[w, f] = torsion(x[None], atoms)[0]
+            if frames is not None:
+                frames[w, f] = x
+    return UmbrellaSamples(theta, centres, float(force_constant), float(temperature), frames)
 
 
 def unbiased_log_weights(theta: np.ndarray, centres, force_constant: float, temperature: float) -> np.ndarray:

@@ -3,6 +3,7 @@
 ``run_train(setup, out)`` writes into the run directory:
     setup.json            the declared setup (system description, reference MD, flow, training)
     reference.npz         replica-exchange reference at the target temperature (cached, reused)
+    umbrella.npz          umbrella sampling along φ: the ΔF reference and the minor-basin ML data (cached)
     checkpoint.pt, training.json, learning_curves.png   (see molfree.flows.training)
     samples.dcd, topology.pdb, log_weights.npy           flow samples (nm) and log importance weights
     ramachandran.png      free energy −ln p(φ, ψ): reference, reweighted flow, equal-budget MD
@@ -36,8 +37,12 @@ class BGSetup:
     every ``frame_ps`` (bond and angle vibrations decorrelate in ~0.01 ps: frequent frames give the
     ML data the stiff degrees of freedom at no extra MD cost). Flow: spline couplings on internal
     coordinates (Gaussian prior on standardised bonds/angles, uniform prior on torsions).
-    Training data: the frames of all replicas with MBAR weights at the target temperature, except
-    the minor basin φ > 0: weights at ``ml_minor_temperature``, raised to ``ml_minor_share`` of the
+    ΔF reference and minor-basin data: umbrella sampling along φ at the target temperature
+    (``umbrella_windows`` windows around the circle, ½ ``umbrella_k`` (φ − φ_k)² in kJ/mol/rad²,
+    ``umbrella_ps`` of frames per window after 5 ps of equilibration), unbiased by MBAR: it does not
+    wait for barrier crossings, which the replicas may never make in vacuum.
+    Training data: the replica frames with φ < 0 with their MBAR weights at the target temperature, and
+    the umbrella frames with φ > 0 with their unbiased weights, raised to ``ml_minor_share`` of the
     total (see :func:`ml_training_data`).
     Training: ``ml_steps`` of maximum likelihood, the learning rate decaying from ``lr`` along a half
     cosine (with ``validation_fraction`` > 0: ending at the best −log q on that held-out share of the
@@ -69,7 +74,9 @@ class BGSetup:
     lr: float = 1e-3
     validation_fraction: float = 0.0
     ml_minor_share: float = 0.2
-    ml_minor_temperature: float = 500.0
+    umbrella_windows: int = 36
+    umbrella_k: float = 200.0
+    umbrella_ps: float = 20.0
     energy_cap_margin: float = 20.0
     n_samples: int = 100_000
     seed: int = 0
@@ -78,7 +85,8 @@ class BGSetup:
     @classmethod
     def quick(cls, **overrides) -> "BGSetup":
         """A few-minute CPU setup (short reference, small flow, short training)."""
-        values = dict(reference_ps=60.0, n_layers=6, hidden=64, ml_steps=400, n_samples=5000)
+        values = dict(reference_ps=60.0, n_layers=6, hidden=64, ml_steps=400, n_samples=5000, umbrella_windows=24,
+                      umbrella_ps=5.0)
         return cls(**{**values, **overrides})
 
     def check(self) -> None:
@@ -88,6 +96,8 @@ class BGSetup:
             raise ValueError("the first replica temperature must be the target temperature")
         if min(self.reference_ps, self.exchange_ps, self.frame_ps, self.timestep_fs) <= 0 or self.ml_steps < 1:
             raise ValueError("reference_ps, exchange_ps, frame_ps, timestep_fs must be positive and ml_steps >= 1")
+        if self.umbrella_windows < 4 or min(self.umbrella_k, self.umbrella_ps) <= 0:
+            raise ValueError("umbrella_windows must be >= 4 and umbrella_k, umbrella_ps positive")
         if self.frame_ps > self.exchange_ps:
             raise ValueError("frame_ps must not exceed exchange_ps (frames are saved between exchanges)")
 
@@ -195,14 +205,42 @@ def reference_data(system, setup: BGSetup, out: Path) -> dict[str, np.ndarray]:
     return data
 
 
-def analysed_reference(system, setup: BGSetup, out: Path) -> dict[str, np.ndarray]:
+def umbrella_reference(system, setup: BGSetup, out: Path):
+    """Umbrella sampling along φ (:func:`molfree.freeenergy.umbrella.torsion_umbrella`, frames every ``frame_ps``
+    with positions), cached as ``out/umbrella.npz`` keyed by its settings; returns (samples, seconds)."""
+    from ..freeenergy.umbrella import UmbrellaSamples, torsion_umbrella
+
+    key = repr((setup.system, setup.temperature, setup.umbrella_windows, setup.umbrella_k, setup.umbrella_ps,
+                setup.frame_ps, setup.timestep_fs, setup.hydrogen_mass, setup.seed))
+    path = out / "umbrella.npz"
+    if path.exists():
+        cached = dict(np.load(path))
+        if str(cached.pop("key")) == key:
+            seconds = float(cached.pop("seconds"))
+            return UmbrellaSamples(cached["theta"], cached["centres"], setup.umbrella_k, setup.temperature,
+                                   cached["positions"]), seconds
+    start = time.perf_counter()
+    centres = np.linspace(-np.pi, np.pi, setup.umbrella_windows, endpoint=False)
+    samples = torsion_umbrella(hydrogen_repartitioned(system, setup.hydrogen_mass), system.positions,
+                               phi_psi_indices(system.topology)[0], centres, setup.umbrella_k, setup.temperature,
+                               timestep_fs=setup.timestep_fs, production_ps=setup.umbrella_ps,
+                               frame_ps=setup.frame_ps, seed=setup.seed, keep_positions=True)
+    seconds = time.perf_counter() - start
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(".umbrella.tmp.npz")
+    np.savez(tmp, key=key, seconds=seconds, theta=samples.theta, centres=centres, positions=samples.positions)
+    tmp.replace(path)
+    return samples, seconds
+
+
+def analysed_reference(system, setup: BGSetup, out: Path) -> dict:
     """:func:`reference_data` plus ``angles`` (φ, ψ) ``[K·F, 2]`` (rad) of every frame and their log MBAR weights
-    at the target temperature (``log_w``) and at ``ml_minor_temperature`` (``log_w_minor``), ``[K·F]``."""
+    at the target temperature (``log_w``, ``[K·F]``)."""
     reference = reference_data(system, setup, out)
     reference["angles"] = phi_psi(reference["positions"].reshape(-1, system.n_atoms, 3),
                                   phi_psi_indices(system.topology))
-    reference["log_w"], reference["log_w_minor"] = reference_log_weights(
-        reference["energies"], setup.replica_temperatures, [setup.temperature, setup.ml_minor_temperature])
+    reference["log_w"] = reference_log_weights(reference["energies"], setup.replica_temperatures,
+                                               [setup.temperature])[0]
     return reference
 
 
@@ -235,38 +273,65 @@ def reference_delta_f(reference: dict, setup: BGSetup, blocks: int = 4) -> tuple
     edges = np.linspace(0, energies.shape[1], blocks + 1).astype(int)
     values = [basin_free_energy(angles[:, a:b, 0].reshape(-1), reference_log_weights(
         energies[:, a:b], setup.replica_temperatures, [setup.temperature])[0])[0] for a, b in pairwise(edges)]
-    finite = [v for v in values if math.isfinite(v)]
-    error = float(np.std(finite, ddof=1) / math.sqrt(len(finite))) if len(finite) > 1 else math.nan
-    return pooled, error if len(finite) == blocks else math.inf, values
+    return pooled, _block_error(values), values
+
+
+def umbrella_delta_f(umbrella, blocks: int = 4) -> tuple[float, float, list[float]]:
+    """ΔF = −ln P(φ>0)/P(φ<0) (kT) from umbrella samples along φ (all frames, MBAR), its standard error over
+    ``blocks`` consecutive time blocks of every window (each unbiased by its own MBAR; NaN and an infinite
+    error for a block whose windows do not overlap), and the block values. Raises
+    :class:`~molfree.freeenergy.PoorOverlapError` if the windows do not overlap with all frames."""
+    from ..flows import basin_free_energy
+
+    from ..freeenergy import PoorOverlapError
+
+    def delta_f(frames: slice) -> float:
+        try:
+            return basin_free_energy(phi[:, frames].reshape(-1), umbrella.log_weights(frames))[0]
+        except PoorOverlapError:
+            return math.nan
+
+    phi = umbrella.theta
+    pooled, _ = basin_free_energy(phi.reshape(-1), umbrella.log_weights())
+    edges = np.linspace(0, phi.shape[1], blocks + 1).astype(int)
+    values = [delta_f(slice(a, b)) for a, b in pairwise(edges)]
+    return pooled, _block_error(values), values
+
+
+def _block_error(values: list[float]) -> float:
+    """Standard error of block estimates; inf if a block has no finite estimate (e.g. no weight in φ > 0)."""
+    if not all(math.isfinite(v) for v in values):
+        return math.inf
+    return float(np.std(values, ddof=1) / math.sqrt(len(values)))
 
 
 def ml_training_data(reference: dict, share_minor: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Frames of all replicas ``[K·F, N, 3]`` (nm) and their ML weights ``[K·F]`` (sum 1).
+    """ML frames ``[M, N, 3]`` (nm) and weights ``[M]`` (sum 1): the replica frames with φ < 0 with their MBAR
+    weights ``reference["log_w"]`` at the target temperature, then the umbrella frames with φ > 0 with their
+    unbiased weights, given ``share_minor`` of the total (or their true share, if larger).
 
-    The major basin φ < 0 keeps its MBAR weights ``reference["log_w"]`` at the target temperature; the minor
-    basin φ > 0 (~0.1 % at 300 K, a few effective frames at that temperature) gets the MBAR weights
-    ``reference["log_w_minor"]`` at a higher temperature (many more effective frames, slightly broader) and
-    ``share_minor`` of the total weight (or its target-temperature share, if larger). The flow then learns
-    the minor basin; its samples' importance weights against the target energy undo the bias."""
+    The minor basin φ > 0 holds ~0.1 % at 300 K; the replicas visit it rarely (in vacuum not at all), the
+    umbrella windows sample it at the target temperature. The flow then learns it; its samples' importance
+    weights against the target energy undo the raised share."""
     from ..flows.metrics import normalized_weights
 
-    w, w_minor = normalized_weights(reference["log_w"]), normalized_weights(reference["log_w_minor"])
-    minor = reference["angles"][:, 0] > 0
-    if 0 < w[minor].sum() < 1 and w_minor[minor].sum() > 0:
-        share = max(share_minor, float(w[minor].sum()))
-        w = np.where(minor, w_minor * share / w_minor[minor].sum(), w * (1 - share) / w[~minor].sum())
-    frames = reference["positions"].reshape(-1, *reference["positions"].shape[2:])
-    return torch.as_tensor(frames, dtype=torch.float32), torch.as_tensor(w)
+    umbrella = reference["umbrella"]
+    w_major = normalized_weights(reference["log_w"]) * (reference["angles"][:, 0] < 0)
+    w_minor = normalized_weights(umbrella.log_weights()) * (umbrella.theta.reshape(-1) > 0)
+    minor = w_minor > 0
+    share = max(share_minor, float(w_minor.sum())) if minor.any() else 0.0
+    frames = np.concatenate([reference["positions"].reshape(-1, *reference["positions"].shape[2:]),
+                             umbrella.positions.reshape(-1, *umbrella.positions.shape[2:])[minor]])
+    weights = np.concatenate([w_major * (1 - share) / w_major.sum(), w_minor[minor] * share / w_minor.sum()])
+    return torch.as_tensor(frames, dtype=torch.float32), torch.as_tensor(weights)
 
 
-def minor_basin_bias(reference: dict, share_minor: float, phi_atoms: np.ndarray):
+def minor_basin_bias(p_minor: float, share_minor: float, phi_atoms: np.ndarray):
     """Reduced-energy offset ``x [B, N, 3] -> [B]`` (kT) for the KL stage: −ln(share/(1 − share) · P(φ<0)/P(φ>0))
-    where φ > 0 (reference basin populations at the target temperature), 0 elsewhere, so that reverse KL
-    targets the same minor-basin share as the ML data (:func:`ml_training_data`) instead of removing it."""
+    where φ > 0 (``p_minor`` = P(φ>0) at the target temperature), 0 elsewhere, so that reverse KL targets the
+    same minor-basin share as the ML data (:func:`ml_training_data`) instead of removing it."""
     from ..flows.internal import dihedral
-    from ..flows.metrics import normalized_weights
 
-    p_minor = float(normalized_weights(reference["log_w"])[reference["angles"][:, 0] > 0].sum())
     share = max(share_minor, p_minor)
     offset = -math.log(share / (1 - share) * (1 - p_minor) / p_minor) if 0 < p_minor < 1 else 0.0
     atoms = torch.as_tensor(phi_atoms)
@@ -322,7 +387,7 @@ def _sampling_metrics(angles: np.ndarray, log_w, reference: dict) -> dict:
     ref, ref_w = reference["angles"], reference["log_w"]
     kept = np.ones(len(angles), dtype=bool) if log_w is None else np.isfinite(log_w)
     df, df_err = basin_free_energy(angles[:, 0], log_w)
-    df_ref, _ = basin_free_energy(ref[:, 0], ref_w)
+    df_ref = reference["delta_f"][0]
     return {"kl_phi": kl_divergence(ref[:, 0], angles[:, 0], log_w, reference_log_w=ref_w),
             "kl_psi": kl_divergence(ref[:, 1], angles[:, 1], log_w, reference_log_w=ref_w),
             "kl_phi_psi": kl_divergence(ref, angles, log_w, bins=30, reference_log_w=ref_w),
@@ -429,7 +494,8 @@ def _declare(out: Path, setup: BGSetup, system) -> None:
         "coordinates": "flow on internal coordinates (Z-matrix from the topology's bonds; bonds nm, angles and "
                        "torsions rad; rigid-body frame removed, samples in the canonical frame)",
         "reference": "temperature replica exchange (OpenMM CPU platform, Langevin 1/ps, hydrogen-mass "
-                     "repartitioning); frames of the target-temperature replica",
+                     "repartitioning), all replicas' frames reweighted to the target temperature by MBAR; "
+                     "ΔF from umbrella sampling along φ at the target temperature, unbiased by MBAR",
         "chirality": "samples whose Cα handedness differs from the input structure are rejected (weight 0)"})
 
 
@@ -438,6 +504,8 @@ def _prepare(setup: BGSetup, out: Path):
     torch.set_num_threads(setup.threads)
     system = systems.load(setup.system, temperature=setup.temperature, platform="CPU")
     reference = analysed_reference(system, setup, out)
+    reference["umbrella"], reference["umbrella_seconds"] = umbrella_reference(system, setup, out)
+    reference["delta_f"] = umbrella_delta_f(reference["umbrella"])
     target_frames = torch.as_tensor(reference["positions"][0], dtype=torch.float32)
     return system, reference, build_generator(system, setup, target_frames)
 
@@ -445,12 +513,21 @@ def _prepare(setup: BGSetup, out: Path):
 def _finish(results: dict, setup: BGSetup, system, reference: dict, out: Path, training_seconds: float) -> dict:
     from ..flows import kish_ess
 
-    df_ref, df_ref_err, df_blocks = reference_delta_f(reference, setup)
+    df_ref, df_ref_err, df_blocks = reference["delta_f"]
+    df_re, df_re_err, df_re_blocks = reference_delta_f(reference, setup)
+    umbrella = reference["umbrella"]
+    umbrella_steps = umbrella.theta.size * round(setup.frame_ps * 1000 / setup.timestep_fs) + round(
+        5000 / setup.timestep_fs) * len(umbrella.centres)
     results["reference"] = {"method": "temperature replica exchange, all replicas reweighted by MBAR",
                             "frames": int(len(reference["angles"])), "ess": kish_ess(reference["log_w"]),
-                            "md_steps": int(reference["md_steps"]), "seconds": float(reference["seconds"]),
+                            "md_steps": int(reference["md_steps"]) + umbrella_steps,
+                            "seconds": float(reference["seconds"]) + reference["umbrella_seconds"],
                             "exchange_acceptance": reference["acceptance"].tolist(),
+                            "delta_f_method": f"umbrella sampling along φ ({len(umbrella.centres)} windows × "
+                                              f"{setup.umbrella_ps:g} ps), MBAR",
                             "delta_f_kt": df_ref, "delta_f_error_kt": df_ref_err, "delta_f_blocks_kt": df_blocks,
+                            "replica_exchange_delta_f_kt": df_re, "replica_exchange_delta_f_error_kt": df_re_err,
+                            "replica_exchange_delta_f_blocks_kt": df_re_blocks,
                             "delta_f_error_method": "standard error of 4 consecutive time blocks"}
     results["training_seconds"] = training_seconds
     results["system"] = setup.system
@@ -473,7 +550,8 @@ def run_train(setup: BGSetup, out: str | Path, progress: bool = True) -> dict:
     stages = [Stage("ml", setup.ml_steps, lr=setup.lr, cosine=True)]
     if setup.kl_steps:
         stages.append(Stage("ml+kl", setup.kl_steps, ml_weight=1.0, kl_weight=1.0, lr=setup.lr / 3))
-    bias = minor_basin_bias(reference, setup.ml_minor_share, phi_psi_indices(system.topology)[0])
+    p_minor = 1 / (1 + math.exp(reference["delta_f"][0]))
+    bias = minor_basin_bias(p_minor, setup.ml_minor_share, phi_psi_indices(system.topology)[0])
     trainer = Trainer(generator, out, setup.system, data=data, data_weights=weights, kl_bias=bias,
                       batch_size=setup.batch_size, kl_batch_size=setup.kl_batch,
                       energy_cap=energy_cap(reference, setup), progress=progress,
@@ -503,7 +581,7 @@ def summary(results: dict) -> str:
     """Flow and equal-budget MD side by side, with the reference ΔF."""
     ref = results["reference"]
     lines = [f"{'':26s}{'ESS':>7s}{'KL(φ)':>8s}{'W2(φ,ψ)':>9s}{'ΔF/kT':>15s}{'|ΔF−ref|':>10s}{'evals':>9s}",
-             f"{'reference (' + str(ref['frames']) + ' frames)':26s}{'':7s}{'':8s}{'':9s}"
+             f"{'reference (RE + umbrella)':26s}{'':7s}{'':8s}{'':9s}"
              f"{ref['delta_f_kt']:>8.2f} ± {ref['delta_f_error_kt']:<4.2f}{'':10s}{ref['md_steps']:>9d} MD steps"]
     for name, row in (("flow (reweighted)", results["flow"]), ("MD, equal budget", results["baseline_md"])):
         ess = f"{row['ess']:.3f}" if "ess" in row else "-"
@@ -522,9 +600,13 @@ def report(results: dict, setup: BGSetup, system) -> str:
         f"- Reference: {ref['method']} over {setup.replica_temperatures} K, {setup.reference_ps:g} ps per replica "
         f"({ref['md_steps']} MD steps, {ref['seconds']:.0f} s), exchange acceptance "
         f"{', '.join(f'{a:.2f}' for a in ref['exchange_acceptance'])}; {ref['frames']} frames of all replicas "
-        f"reweighted to {setup.temperature:g} K by MBAR (ESS/n {ref['ess']:.2f}) are the reference and the "
-        f"ML training data (φ > 0 at {setup.ml_minor_temperature:g} K, raised to ≥ {setup.ml_minor_share:g} of the "
-        "weight; the flow's importance weights undo this).",
+        f"reweighted to {setup.temperature:g} K by MBAR (ESS/n {ref['ess']:.2f}) are the Ramachandran reference "
+        "and, where φ < 0, the ML training data.",
+        f"- ΔF reference: {ref['delta_f_method']}, k = {setup.umbrella_k:g} kJ/mol/rad²: "
+        f"{ref['delta_f_kt']:.2f} ± {ref['delta_f_error_kt']:.2f} kT (replica exchange alone: "
+        f"{ref['replica_exchange_delta_f_kt']:.2f} ± {ref['replica_exchange_delta_f_error_kt']:.2f}). Its frames "
+        f"with φ > 0 are the minor-basin ML data, raised to ≥ {setup.ml_minor_share:g} of the weight (the flow's "
+        "importance weights undo this).",
         f"- Flow: {setup.n_layers} rational-quadratic spline couplings ({setup.n_bins} bins, hidden {setup.hidden}) "
         "on internal coordinates; circular splines and a uniform prior for torsions.",
         f"- Training: {setup.ml_steps} ML steps, then {setup.kl_steps} ML+KL steps ({setup.kl_batch} energy "
@@ -534,6 +616,8 @@ def report(results: dict, setup: BGSetup, system) -> str:
         "Equal-budget baseline: MD with as many force evaluations as the flow used energy evaluations "
         "(KL training + sampling; the reference MD that supplied the ML data is listed separately).", "",
         "```", summary(results), "```", "",
-        "ΔF = −ln(P(φ>0)/P(φ<0)); error bars assume independent samples (the reference's are optimistic).", "",
+        "ΔF = −ln(P(φ>0)/P(φ<0)); the reference's error is the spread of 4 time blocks, the flow's and MD's "
+        "assume independent samples (MD's are optimistic).", "",
         "Files: `samples.dcd` + `topology.pdb` (nm, canonical frame), `log_weights.npy`, `ramachandran.png`, "
-        "`learning_curves.png`, `training.json`, `metrics.json`, `setup.json`, `reference.npz`.", ""])
+        "`learning_curves.png`, `training.json`, `metrics.json`, `setup.json`, `reference.npz`, `umbrella.npz`.",
+        ""])
