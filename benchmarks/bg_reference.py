@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
         centres = np.linspace(-np.pi, np.pi, args.umbrella_windows, endpoint=False)
         seed = args.seed if args.umbrella_seed is None else args.umbrella_seed
         cache = args.out / (f"umbrella-{'' if args.system == SYSTEMS[0] else args.system + '-'}"
-                            f"{args.umbrella_windows}-{args.umbrella_k:g}-{args.umbrella_ps:g}-{seed}.npy")
+                            f"{args.umbrella_windows}-{args.umbrella_k:g}-{args.umbrella_ps:g}-reus-{seed}.npy")
         if cache.is_file():
             samples = UmbrellaSamples(np.load(cache), centres, args.umbrella_k, setup.temperature)
         else:

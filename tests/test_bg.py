@@ -40,7 +40,7 @@ def test_ml_training_data_takes_the_major_basin_from_replicas_and_the_minor_from
     theta = np.array([[-np.pi / 2, -np.pi / 2], [np.pi / 2 - 0.1, np.pi / 2 + 0.1]])
     umbrella = UmbrellaSamples(theta, np.array([-np.pi / 2, np.pi / 2]), 1.0, 300.0, rng.normal(size=(2, 2, 4, 3)))
     reference = {"log_w": log_w, "angles": np.stack([phi, phi], -1), "positions": rng.normal(size=(2, 3, 4, 3)),
-                 "umbrella": umbrella}
+                 "umbrella": umbrella, "umbrella_angles": np.stack([theta.reshape(-1)] * 2, -1)}
     frames, weights = ml_training_data(reference, 0.6)
     assert frames.shape == (8, 4, 3) and frames.dtype == torch.float32
     assert torch.equal(frames[6:], torch.as_tensor(umbrella.positions[1], dtype=torch.float32))
@@ -51,6 +51,7 @@ def test_ml_training_data_takes_the_major_basin_from_replicas_and_the_minor_from
     p_minor = np.exp(umbrella.log_weights())[theta.reshape(-1) > 0].sum()
     assert 0.2 < p_minor and true_share[6:].sum().item() == pytest.approx(p_minor)  # the umbrella's own P(φ > 0)
     reference["umbrella"] = UmbrellaSamples(-np.abs(theta), umbrella.centres, 1.0, 300.0, umbrella.positions)
+    reference["umbrella_angles"] = -np.abs(reference["umbrella_angles"])
     frames, weights = ml_training_data(reference, 0.2)  # no umbrella frame in φ > 0: the replica frames alone
     assert frames.shape == (6, 4, 3) and weights.sum().item() == pytest.approx(1.0)
 

@@ -72,6 +72,7 @@ def test_umbrella_windows_sample_their_biased_distributions(one_thread):
                                progress=False)
     theta = samples.theta
     assert theta.shape == (12, 300) and samples.positions.shape == (12, 300, 4, 3)
+    assert 0.1 < samples.exchange_acceptance < 1
     assert np.allclose(torsion(samples.positions[5], [0, 1, 2, 3]), theta[5], atol=1e-5)
     grid = np.linspace(-np.pi, np.pi, 20_001)
     for centre, sampled in zip(centres, theta):
@@ -115,3 +116,8 @@ def test_torsion_umbrella_bad_arguments():
         torsion_umbrella(system, positions, [0, 1, 2, 3], [0.0], 100.0, TEMPERATURE)
     with pytest.raises(ValueError, match="positive"):
         torsion_umbrella(system, positions, [0, 1, 2, 3], [0.0, 1.0], 100.0, TEMPERATURE, production_ps=0)
+    with pytest.raises(ValueError, match="exchange_ps"):
+        torsion_umbrella(system, positions, [0, 1, 2, 3], [0.0, 1.0], 100.0, TEMPERATURE, exchange_ps=0.01)
+    plain = torsion_umbrella(system, positions, [0, 1, 2, 3], [0.0, np.pi], 100.0, TEMPERATURE, equilibration_ps=0.1,
+                             production_ps=0.2, exchange_ps=None, progress=False)
+    assert plain.theta.shape == (2, 4) and plain.exchange_acceptance is None

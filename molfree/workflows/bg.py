@@ -210,7 +210,7 @@ def umbrella_reference(system, setup: BGSetup, out: Path):
     with positions), cached as ``out/umbrella.npz`` keyed by its settings; returns (samples, seconds)."""
     from ..freeenergy.umbrella import UmbrellaSamples, torsion_umbrella
 
-    key = repr((setup.system, setup.temperature, setup.umbrella_windows, setup.umbrella_k, setup.umbrella_ps,
+    key = repr(("replica-exchange umbrella", setup.system, setup.temperature, setup.umbrella_windows, setup.umbrella_k, setup.umbrella_ps,
                 setup.frame_ps, setup.timestep_fs, setup.hydrogen_mass, setup.seed))
     path = out / "umbrella.npz"
     if path.exists():
@@ -305,14 +305,13 @@ def _block_error(values: list[float]) -> float:
     return float(np.std(values, ddof=1) / math.sqrt(len(values)))
 
 
-def ml_training_data(reference: dict, share_minor: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """ML frames ``[M, N, 3]`` (nm) and weights ``[M]`` (sum 1): the replica frames with φ < 0 with their MBAR
-    weights ``reference["log_w"]`` at the target temperature, then the umbrella frames with φ > 0 with their
-    unbiased weights, given ``share_minor`` of the total (or their true share, if larger).
+def basin_mixture(reference: dict, share_minor: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Frames ``[M, N, 3]`` (nm), their (φ, ψ) ``[M, 2]`` (rad) and weights ``[M]`` (sum 1): the replica frames with
+    φ < 0 with their MBAR weights ``reference["log_w"]`` at the target temperature, then the umbrella frames with
+    φ > 0 with their unbiased weights, holding the umbrella's P(φ > 0) or ``share_minor``, if larger.
 
-    The minor basin φ > 0 holds ~0.1 % at 300 K; the replicas visit it rarely (in vacuum not at all), the
-    umbrella windows sample it at the target temperature. The flow then learns it; its samples' importance
-    weights against the target energy undo the raised share."""
+    The minor basin φ > 0 holds ~0.2 % at 300 K in implicit solvent; the replicas visit it rarely (in vacuum
+    the C7ax basin not at all), the umbrella windows sample it at the target temperature."""
     from ..flows.metrics import normalized_weights
 
     umbrella = reference["umbrella"]
@@ -322,7 +321,15 @@ def ml_training_data(reference: dict, share_minor: float) -> tuple[torch.Tensor,
     share = max(share_minor, float(w_minor.sum())) if minor.any() else 0.0
     frames = np.concatenate([reference["positions"].reshape(-1, *reference["positions"].shape[2:]),
                              umbrella.positions.reshape(-1, *umbrella.positions.shape[2:])[minor]])
+    angles = np.concatenate([reference["angles"], reference["umbrella_angles"][minor]])
     weights = np.concatenate([w_major * (1 - share) / w_major.sum(), w_minor[minor] * share / w_minor.sum()])
+    return frames, angles, weights
+
+
+def ml_training_data(reference: dict, share_minor: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """ML frames ``[M, N, 3]`` (nm) and weights ``[M]``: :func:`basin_mixture` with the minor basin raised to
+    ``share_minor``. The flow then learns it; its samples' importance weights undo the raised share."""
+    frames, _, weights = basin_mixture(reference, share_minor)
     return torch.as_tensor(frames, dtype=torch.float32), torch.as_tensor(weights)
 
 
@@ -380,11 +387,12 @@ def build_generator(system, setup: BGSetup, data: torch.Tensor):
 
 
 def _sampling_metrics(angles: np.ndarray, log_w, reference: dict) -> dict:
-    """KL, W2 and ΔF of (possibly weighted) φ/ψ samples ``[B, 2]`` against the weighted reference."""
+    """KL, W2 and ΔF of (possibly weighted) φ/ψ samples ``[B, 2]`` against the weighted reference
+    (:func:`basin_mixture`) and the umbrella ΔF."""
     from ..flows import basin_free_energy, kl_divergence, wasserstein2_torus
     from ..flows.metrics import normalized_weights
 
-    ref, ref_w = reference["angles"], reference["log_w"]
+    ref, ref_w = reference["mixture_angles"], reference["mixture_log_w"]
     kept = np.ones(len(angles), dtype=bool) if log_w is None else np.isfinite(log_w)
     df, df_err = basin_free_energy(angles[:, 0], log_w)
     df_ref = reference["delta_f"][0]
@@ -461,7 +469,8 @@ def _evaluate(generator, system, setup: BGSetup, reference: dict, out: Path) -> 
                 "energy_evaluations": budget, "seconds": time.perf_counter() - start,
                 **_sampling_metrics(md_angles, None, reference)}
     _write_samples(out, system, x, log_w)
-    ramachandran_figure([("reference (replica exchange, MBAR)", reference["angles"], reference["log_w"]),
+    ramachandran_figure([("reference (replicas φ<0, umbrella φ>0)", reference["mixture_angles"],
+                          reference["mixture_log_w"]),
                          ("flow, reweighted", flow_angles, log_w.numpy()),
                          (f"MD, equal budget ({budget} evals)", md_angles, None)], out / "ramachandran.png")
     return {"flow": flow, "baseline_md": baseline}
@@ -506,6 +515,11 @@ def _prepare(setup: BGSetup, out: Path):
     reference = analysed_reference(system, setup, out)
     reference["umbrella"], reference["umbrella_seconds"] = umbrella_reference(system, setup, out)
     reference["delta_f"] = umbrella_delta_f(reference["umbrella"])
+    reference["umbrella_angles"] = phi_psi(reference["umbrella"].positions.reshape(-1, system.n_atoms, 3),
+                                           phi_psi_indices(system.topology))
+    _, reference["mixture_angles"], weights = basin_mixture(reference)
+    with np.errstate(divide="ignore"):
+        reference["mixture_log_w"] = np.log(weights)
     target_frames = torch.as_tensor(reference["positions"][0], dtype=torch.float32)
     return system, reference, build_generator(system, setup, target_frames)
 
