@@ -1,10 +1,14 @@
 """Replica-exchange umbrella sampling along one torsion of an OpenMM System, unbiased by MBAR.
 
 Each window k adds the periodic harmonic bias ½ κ d(θ, θ_k)² (κ in kJ/mol/rad², d the angle difference
-wrapped to (−π, π]) to the System; the windows run side by side, one Context each, and neighbours swap
-configurations (Metropolis on the bias energies, which depend on θ alone). Because the bias depends on θ alone, the reduced bias energies
-of every frame in every window are all MBAR needs; the unbiased ensemble's weights follow from the
-MBAR free energies f_k: ln w_n = −ln Σ_k N_k exp(f_k − u_k(θ_n)).
+wrapped to (−π, π]) to the System; the windows run side by side, one Context each, and neighbours
+swap configurations (Metropolis on the bias energies). Because the bias depends on θ alone, the reduced
+bias energies of every frame in every window are all MBAR needs; the unbiased ensemble's weights follow
+from the MBAR free energies f_k: ln w_n = −ln Σ_k N_k exp(f_k − u_k(θ_n)).
+
+Only θ is driven: coordinates orthogonal to it must relax within the windows (and through the swaps).
+Where one does not, the result depends on the windows' starting states — check by starting from other
+structures or visiting the windows in the other direction.
 """
 from __future__ import annotations
 
