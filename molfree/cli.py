@@ -134,7 +134,8 @@ def _cmd_bg_train(args: argparse.Namespace) -> None:
     overrides = {key: value for key, value in (
         ("system", args.system), ("temperature", args.temperature), ("reference_ps", args.reference_ps),
         ("ml_steps", args.ml_steps), ("kl_steps", args.kl_steps), ("n_samples", args.samples),
-        ("seed", args.seed), ("threads", args.threads)) if value is not None}
+        ("umbrella_windows", args.umbrella_windows), ("umbrella_ps", args.umbrella_ps), ("seed", args.seed),
+        ("threads", args.threads)) if value is not None}
     if args.temperature is not None:
         overrides["replica_temperatures"] = [args.temperature * f for f in (1.0, 1.3, 1.667, 2.167)]
     setup = BGSetup.quick(**overrides) if args.quick else BGSetup(**overrides)
@@ -153,8 +154,8 @@ def _cmd_bg_sample(args: argparse.Namespace) -> None:
 def _add_bg_parser(sub) -> None:
     bg = sub.add_parser("bg", help="Boltzmann generator for alanine dipeptide: train, sample")
     bg_sub = bg.add_subparsers(dest="bg_command", metavar="STEP", required=True)
-    train = bg_sub.add_parser("train", help="reference replica exchange, ML then ML+KL training, samples, metrics "
-                                            "(reruns resume)")
+    train = bg_sub.add_parser("train", help="reference replica exchange and φ umbrella sampling, ML then ML+KL "
+                                            "training, samples, metrics (reruns resume)")
     train.add_argument("--system", choices=("alanine-dipeptide-implicit", "alanine-dipeptide-vacuum"),
                        help="default: alanine-dipeptide-implicit (amber96 + OBC1, no constraints)")
     train.add_argument("--temperature", type=float, help="K (default: 300; replicas at 1, 1.3, 1.67, 2.17 × T)")
@@ -163,6 +164,9 @@ def _add_bg_parser(sub) -> None:
     train.add_argument("--ml-steps", type=int, help="maximum-likelihood steps")
     train.add_argument("--kl-steps", type=int, help="ML + reverse-KL steps")
     train.add_argument("--samples", type=int, help="flow samples to draw")
+    train.add_argument("--umbrella-windows", type=int,
+                       help="umbrella windows along φ for the minor basin (default 48; more if overlap is poor)")
+    train.add_argument("--umbrella-ps", type=float, help="umbrella production per window, ps (default 20)")
     train.add_argument("--seed", type=int)
     train.add_argument("--threads", type=int, help="torch threads (default: 1)")
     train.add_argument("--out", help="run directory (default: runs/bg-<system>[-quick])")

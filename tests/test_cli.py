@@ -51,3 +51,10 @@ def test_solvation_electrostatic_states_per_solute_and_unknown_solute(monkeypatc
     out = run("solvation", "--solute", "ethanol", "--out", str(tmp_path))
     lines = [line for line in out.stderr.splitlines() if "CUDA" not in line]
     assert out.returncode == 2 and len(lines) == 1 and "shipped solutes: methane, water" in lines[0]
+
+
+def test_bg_train_bad_umbrella_windows_is_a_one_line_error_before_any_file(capsys, tmp_path):
+    assert main(["bg", "train", "--umbrella-windows", "2", "--out", str(tmp_path / "bg")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("molfree bg: error:") and "umbrella_windows must be >= 4" in err and "\n" not in err
+    assert not (tmp_path / "bg").exists()

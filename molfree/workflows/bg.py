@@ -78,7 +78,7 @@ class BGSetup:
     lr: float = 1e-3
     validation_fraction: float = 0.0
     ml_minor_share: float = 0.2
-    umbrella_windows: int = 36
+    umbrella_windows: int = 48
     umbrella_k: float = 200.0
     umbrella_ps: float = 20.0
     energy_cap_margin: float = 20.0
@@ -561,6 +561,7 @@ def run_train(setup: BGSetup, out: str | Path, progress: bool = True) -> dict:
 
     out = Path(out)
     setup = _load_setup(out, setup)
+    setup.check()
     torch.manual_seed(setup.seed)
     out.mkdir(parents=True, exist_ok=True)
     system, reference, generator = _prepare(setup, out)
