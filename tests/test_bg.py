@@ -1,6 +1,8 @@
 """Boltzmann-generator workflow pieces: the replica-exchange reference and the ML training data."""
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import numpy as np
 import pytest
 import torch
@@ -80,3 +82,14 @@ def test_reference_delta_f_error_is_the_spread_of_time_blocks():
     assert error == pytest.approx(np.std(blocks, ddof=1) / 2)
     reference["angles"][:, 0] = np.tile(np.where(np.arange(200) < 10, 1.0, -1.0), 2)  # φ > 0 only in block 1
     assert reference_delta_f(reference, setup, blocks=4)[1] == np.inf
+
+
+def test_a_run_directory_from_an_older_setup_is_refused_by_name(tmp_path):
+    import json
+
+    from molfree.workflows.bg import run_sample
+
+    setup = {**asdict(BGSetup()), "ml_minor_temperature": 500.0}
+    (tmp_path / "setup.json").write_text(json.dumps({"setup": setup}))
+    with pytest.raises(ValueError, match="older molfree .*ml_minor_temperature"):
+        run_sample(tmp_path)
