@@ -93,3 +93,12 @@ def test_a_run_directory_from_an_older_setup_is_refused_by_name(tmp_path):
     (tmp_path / "setup.json").write_text(json.dumps({"setup": setup}))
     with pytest.raises(ValueError, match="older molfree .*ml_minor_temperature"):
         run_sample(tmp_path)
+
+
+def test_report_warns_when_replicas_and_umbrella_disagree():
+    from molfree.workflows.bg import _reference_warning
+
+    assert _reference_warning({"delta_f_kt": 6.9, "umbrella_delta_f_kt": 6.2}) == []
+    (line,) = _reference_warning({"delta_f_kt": 8.8, "umbrella_delta_f_kt": 2.1})
+    assert "differ by 6.7 kT" in line and "not meaningful" in line
+    assert _reference_warning({"delta_f_kt": float("inf"), "umbrella_delta_f_kt": 2.1})

@@ -616,6 +616,16 @@ def summary(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _reference_warning(ref: dict) -> list[str]:
+    """A report line when the replicas' and the umbrella's ΔF differ by more than 1 kT."""
+    gap = abs(ref["delta_f_kt"] - ref["umbrella_delta_f_kt"])
+    if gap <= 1.0:
+        return []
+    return [f"- **Warning:** the replicas' ΔF and the umbrella's differ by {gap:.1f} kT. The replicas may not have "
+            "visited the minor basin at all (in vacuum they never reach C7ax in 300 ps); then the reference ΔF and "
+            "|ΔF − ΔF_ref| are not meaningful. Compare with a longer reference (`benchmarks/bg_reference.py`)."]
+
+
 def report(results: dict, setup: BGSetup, system) -> str:
     """Markdown report of a run."""
     flow, ref = results["flow"], results["reference"]
@@ -625,8 +635,9 @@ def report(results: dict, setup: BGSetup, system) -> str:
         f"- Reference: {ref['method']} over {setup.replica_temperatures} K, {setup.reference_ps:g} ps per replica "
         f"({ref['md_steps']} MD steps, {ref['seconds']:.0f} s), exchange acceptance "
         f"{', '.join(f'{a:.2f}' for a in ref['exchange_acceptance'])}; {ref['frames']} frames of all replicas "
-        f"reweighted to {setup.temperature:g} K by MBAR (ESS/n {ref['ess']:.2f}) are the Ramachandran reference "
-        "and, where φ < 0, the ML training data.",
+        f"reweighted to {setup.temperature:g} K by MBAR (ESS/n {ref['ess']:.2f}) give the reference ΔF and, where "
+        "φ < 0, the Ramachandran reference and the ML training data.",
+        *_reference_warning(ref),
         f"- Minor basin: {ref['umbrella']}, k = {setup.umbrella_k:g} kJ/mol/rad². Its frames with φ > 0 are the "
         f"minor-basin ML data, raised to ≥ {setup.ml_minor_share:g} of the weight (the flow's importance weights "
         f"undo this). Its ΔF, {ref['umbrella_delta_f_kt']:.2f} ± {ref['umbrella_delta_f_error_kt']:.2f} kT, is not "
