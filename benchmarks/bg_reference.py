@@ -88,9 +88,10 @@ def main(argv: list[str] | None = None) -> None:
         if args.umbrella_downwards:
             centres = centres[::-1].copy()
         seed = args.seed if args.umbrella_seed is None else args.umbrella_seed
-        cache = args.out / (f"umbrella-{'' if args.system == SYSTEMS[0] else args.system + '-'}"
-                            f"{args.umbrella_windows}-{args.umbrella_k:g}-{args.umbrella_ps:g}-reus{'-down' * args.umbrella_downwards}-"
-                            f"{seed}.npy")
+        system_tag = "" if args.system == SYSTEMS[0] else args.system + "-"
+        direction_tag = "-down" if args.umbrella_downwards else ""
+        cache = args.out / (f"umbrella-{system_tag}{args.umbrella_windows}-{args.umbrella_k:g}-{args.umbrella_ps:g}-"
+                            f"reus{direction_tag}-{seed}.npy")
         if cache.is_file():
             samples = UmbrellaSamples(np.load(cache), centres, args.umbrella_k, setup.temperature)
         else:

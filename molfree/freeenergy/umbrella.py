@@ -12,7 +12,7 @@ structures or visiting the windows in the other direction.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -48,10 +48,17 @@ class UmbrellaSamples:
     temperature: float
     positions: np.ndarray | None = None
     exchange_acceptance: float | None = None
+    _all_frames_log_w: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
 
     def log_weights(self, frames: slice = slice(None)) -> np.ndarray:
-        """Normalised unbiased log weights ``[K·F']`` of the frames ``frames`` of every window (MBAR)."""
-        return unbiased_log_weights(self.theta[:, frames], self.centres, self.force_constant, self.temperature)
+        """Normalised unbiased log weights ``[K·F']`` of the frames ``frames`` of every window (MBAR; the solve for
+        all frames, seconds for 10⁴–10⁵ frames, is done once)."""
+        if frames != slice(None):
+            return unbiased_log_weights(self.theta[:, frames], self.centres, self.force_constant, self.temperature)
+        if self._all_frames_log_w is None:
+            self._all_frames_log_w = unbiased_log_weights(self.theta, self.centres, self.force_constant,
+                                                          self.temperature)
+        return self._all_frames_log_w
 
 
 def torsion_umbrella(system, positions, atoms, centres, force_constant: float, temperature: float, *,
@@ -112,7 +119,8 @@ def torsion_umbrella(system, positions, atoms, centres, force_constant: float, t
         return x, float(torsion(x[None], atoms)[0])
 
     steps = round(equilibration_ps * 1000 / timestep_fs)
-    first = int(np.argmin(np.abs(wrapped(centres - torsion(state.getPositions(asNumpy=True)._value[None], atoms)))))
+    minimised = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+    first = int(np.argmin(np.abs(wrapped(centres - torsion(minimised[None], atoms)[0]))))
     for w in tqdm([(first + i) % centres.size for i in range(centres.size)], desc="umbrella windows (start)",
                   disable=not progress):
         contexts[w].setPositions(state.getPositions())

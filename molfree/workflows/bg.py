@@ -25,6 +25,7 @@ from .. import systems, units
 from ..io import atomic_write_text, write_json
 
 SYSTEMS = ("alanine-dipeptide-implicit", "alanine-dipeptide-vacuum")
+UMBRELLA_EQUILIBRATION_PS = 5.0  # per window, before its frames
 
 
 @dataclass
@@ -228,7 +229,8 @@ def umbrella_reference(system, setup: BGSetup, out: Path):
     centres = np.linspace(-np.pi, np.pi, setup.umbrella_windows, endpoint=False)
     samples = torsion_umbrella(hydrogen_repartitioned(system, setup.hydrogen_mass), system.positions,
                                phi_psi_indices(system.topology)[0], centres, setup.umbrella_k, setup.temperature,
-                               timestep_fs=setup.timestep_fs, production_ps=setup.umbrella_ps,
+                               timestep_fs=setup.timestep_fs, equilibration_ps=UMBRELLA_EQUILIBRATION_PS,
+                               production_ps=setup.umbrella_ps,
                                frame_ps=setup.frame_ps, seed=setup.seed, keep_positions=True)
     seconds = time.perf_counter() - start
     out.mkdir(parents=True, exist_ok=True)
@@ -540,7 +542,7 @@ def _finish(results: dict, setup: BGSetup, system, reference: dict, out: Path, t
     df_umbrella, df_umbrella_err, df_umbrella_blocks = umbrella_delta_f(reference["umbrella"])
     umbrella = reference["umbrella"]
     umbrella_steps = umbrella.theta.size * round(setup.frame_ps * 1000 / setup.timestep_fs) + round(
-        5000 / setup.timestep_fs) * len(umbrella.centres)
+        UMBRELLA_EQUILIBRATION_PS * 1000 / setup.timestep_fs) * len(umbrella.centres)
     results["reference"] = {"method": "temperature replica exchange, all replicas reweighted by MBAR",
                             "frames": int(len(reference["angles"])), "ess": kish_ess(reference["log_w"]),
                             "md_steps": int(reference["md_steps"]) + umbrella_steps,
