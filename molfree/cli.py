@@ -64,35 +64,46 @@ def _cmd_solvation(args: argparse.Namespace) -> None:
         hydration_free_energy,
         solute_from_file,
     )
+    from .freeenergy.hydration_neural_ti import NeuralTIOptions, neural_ti_hydration
 
-    if args.method != "mbar":
-        raise ValueError(f"--method {args.method}: neural TI for a solute in TIP3P is not implemented yet (it needs "
-                         "stored end-state conformations from the replica exchange and a solute–water network with "
-                         "electrostatics); use --method mbar here. Neural TI vs MBAR vs Widom for an LJ solute in an "
-                         "LJ fluid: python benchmarks/lj_insertion.py (molfree.freeenergy.lj_insertion)")
     if args.solvent != "tip3p":
         raise ValueError(f"--solvent {args.solvent}: only tip3p is supported")
     if args.smiles:
         raise ValueError(SMILES_UNSUPPORTED)
     options = SamplingOptions(iterations=args.iterations, steps_per_iteration=args.steps_per_iteration,
                               equilibration_steps=args.equilibration_steps, threads=args.threads, seed=args.seed)
+    if args.method != "mbar":  # checked before any sampling: `both` runs MBAR first
+        neural_options = NeuralTIOptions(n_frames=args.frames, training_steps=args.training_steps)
     if args.solute_file:
         solute, atoms = solute_from_file(args.solute_file, args.forcefield or [])
         name = Path(args.solute_file).stem
     else:
         solute, atoms, name = args.solute or "methane", None, args.solute or "methane"
     out = args.out or f"runs/solvation-{name}"
-    n_electrostatics = args.n_electrostatics or ELECTROSTATIC_STATES.get(name, 3)
-    result = hydration_free_energy(solute, atoms, out=out, n_electrostatics=n_electrostatics,
-                                   n_sterics=args.n_sterics, options=options, progress=not args.json)
+    results = {}
+    if args.method in ("mbar", "both"):
+        n_electrostatics = args.n_electrostatics or ELECTROSTATIC_STATES.get(name, 3)
+        result = hydration_free_energy(solute, atoms, out=out, n_electrostatics=n_electrostatics,
+                                       n_sterics=args.n_sterics, options=options, progress=not args.json)
+        results["mbar"] = {"dG_kcal_mol": result.dG_kcal_mol, "error_kcal_mol": result.error_kcal_mol,
+                           "min_neighbour_overlap": min(result.solvent.neighbour_overlap),
+                           "temperature_K": result.temperature}
+    if args.method in ("neural-ti", "both"):
+        document = neural_ti_hydration(solute, atoms, out=out, options=neural_options, sampling=options,
+                                       seed=args.seed or 0, progress=not args.json)
+        results["neural-ti"] = {"dG_kcal_mol": document["dG_kcal_mol"], "error_kcal_mol": document["error_kcal_mol"],
+                                "temperature_K": document["temperature_K"]}
+    first = results["mbar" if "mbar" in results else "neural-ti"]
     if args.json:
-        print(json.dumps({"dG_kcal_mol": result.dG_kcal_mol, "error_kcal_mol": result.error_kcal_mol,
-                          "method": "mbar", "solute": name, "solvent": args.solvent,
-                          "temperature_K": result.temperature, "run_dir": out,
-                          "min_neighbour_overlap": min(result.solvent.neighbour_overlap)}))
+        print(json.dumps({**first, "method": args.method, "solute": name, "solvent": args.solvent, "run_dir": out,
+                          **({"neural_ti": results["neural-ti"]} if args.method == "both" else {})}))
     else:
-        print(f"[molfree solvation] ΔG_hyd({name}, {args.solvent}) = {result.dG_kcal_mol:.2f} ± "
-              f"{result.error_kcal_mol:.2f} kcal/mol (MBAR, {result.temperature:g} K); report in {out}/report.md")
+        for method, values in results.items():
+            print(f"[molfree solvation] ΔG_hyd({name}, {args.solvent}) = {values['dG_kcal_mol']:.2f} ± "
+                  f"{values['error_kcal_mol']:.2f} kcal/mol ({method.upper() if method == 'mbar' else 'neural TI'}, "
+                  f"{values['temperature_K']:g} K)")
+        reports = [f"{out}/report.md"] * ("mbar" in results) + [f"{out}/neural-ti/report.md"] * ("neural-ti" in results)
+        print(f"[molfree solvation] reports: {', '.join(reports)}")
 
 
 def _add_data_parser(sub) -> None:
@@ -393,14 +404,20 @@ def build_parser() -> argparse.ArgumentParser:
                                          "(default: runs/train-<config name>)")
     train.set_defaults(func=_cmd_train)
 
-    solvation = sub.add_parser("solvation", help="hydration free energy by alchemical decoupling (HREX + MBAR)")
+    solvation = sub.add_parser("solvation", help="hydration free energy: alchemical HREX + MBAR and/or neural TI")
     source = solvation.add_mutually_exclusive_group()
     source.add_argument("--solute", help="shipped solute: methane (GAFF) or water (TIP3P); default: methane")
     source.add_argument("--solute-file", help="PDB or SDF solute, parametrised with --forcefield")
     source.add_argument("--smiles", help="not supported (needs conda-only openff-toolkit/AmberTools)")
     solvation.add_argument("--forcefield", nargs="+", help="OpenMM force-field XML file(s) for --solute-file")
     solvation.add_argument("--solvent", default="tip3p", help="solvent model (default: tip3p)")
-    solvation.add_argument("--method", default="mbar", choices=("mbar", "neural-ti", "both"))
+    solvation.add_argument("--method", default="mbar", choices=("mbar", "neural-ti", "both"),
+                           help="mbar: decoupling by HREX; neural-ti: learned λ-path from coupled MD frames "
+                                "(rigid solute); both: side by side (default: mbar)")
+    solvation.add_argument("--frames", type=int, default=100, help="neural TI: coupled MD frames, 1 ps apart "
+                                                                   "(default: 100)")
+    solvation.add_argument("--training-steps", type=int, default=400,
+                           help="neural TI: score-matching steps (default: 400)")
     solvation.add_argument("--iterations", type=int, default=1000, help="replica-exchange iterations (default: 1000)")
     solvation.add_argument("--steps-per-iteration", type=int, default=500, help="2 fs steps (default: 500)")
     solvation.add_argument("--equilibration-steps", type=int, default=5000, help="per replica (default: 5000)")

@@ -53,6 +53,38 @@ def test_solvation_electrostatic_states_per_solute_and_unknown_solute(monkeypatc
     assert out.returncode == 2 and len(lines) == 1 and "shipped solutes: methane, water" in lines[0]
 
 
+def test_solvation_both_methods_side_by_side_and_bad_frames(monkeypatch, tmp_path, capsys):
+    """--method both runs MBAR and neural TI on one run directory and prints both; JSON leads with MBAR."""
+    import json
+    from types import SimpleNamespace
+
+    from molfree.freeenergy import hydration, hydration_neural_ti
+
+    calls = []
+
+    def mbar(solute, atoms, **options):
+        calls.append("mbar")
+        return SimpleNamespace(dG_kcal_mol=2.2, error_kcal_mol=0.2, temperature=298.15,
+                               solvent=SimpleNamespace(neighbour_overlap=[0.2, 0.15]))
+
+    def neural(solute, atoms, **options):
+        calls.append(("neural-ti", options["options"].n_frames, options["out"]))
+        return {"dG_kcal_mol": 2.0, "error_kcal_mol": 0.3, "temperature_K": 298.15}
+
+    monkeypatch.setattr(hydration, "hydration_free_energy", mbar)
+    monkeypatch.setattr(hydration_neural_ti, "neural_ti_hydration", neural)
+    out = str(tmp_path / "run")
+    assert main(["solvation", "--method", "both", "--frames", "7", "--out", out, "--json"]) == 0
+    assert calls == ["mbar", ("neural-ti", 7, out)]
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["dG_kcal_mol"] == 2.2 and printed["neural_ti"]["dG_kcal_mol"] == 2.0
+    assert main(["solvation", "--method", "neural-ti", "--out", out]) == 0
+    assert "2.00 ± 0.30 kcal/mol (neural TI" in capsys.readouterr().out
+    calls.clear()
+    assert main(["solvation", "--method", "both", "--frames", "1", "--out", out]) == 2
+    assert calls == [] and "n_frames must be >= 2" in capsys.readouterr().err
+
+
 def test_bg_train_bad_umbrella_windows_is_a_one_line_error_before_any_file(capsys, tmp_path):
     assert main(["bg", "train", "--umbrella-windows", "2", "--out", str(tmp_path / "bg")]) == 2
     err = capsys.readouterr().err.strip()
