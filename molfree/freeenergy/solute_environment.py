@@ -29,7 +29,7 @@ from .alchemy import LAMBDA_ELECTROSTATICS, LAMBDA_STERICS, alchemical_system
 from .lj_insertion import softcore_pair, squared_distances
 
 #: Relative size of the largest reciprocal-space term left out of the Ewald sum.
-RECIPROCAL_TOLERANCE = 1e-7
+RECIPROCAL_TOLERANCE = 1e-5
 
 
 def _nonbonded(system):
@@ -70,6 +70,9 @@ def copy_system(system):
 class SoluteEnvironment(nn.Module):
     """Solute–environment interaction for solute positions ``[B, n, 3]`` (nm) placed in frames ``[B]`` (long).
 
+    Its tensors are non-persistent buffers: derived from the System and the frames, they stay out of the
+    checkpoints of any model that contains this module.
+
     Args:
         system: the solvated ``openmm.System`` (PME, cubic box).
         solute_atoms: the solute's particle indices; every other particle is environment.
@@ -105,23 +108,24 @@ class SoluteEnvironment(nn.Module):
         self.ewald_alpha = _ewald_alpha(system)
         solute_p = torch.as_tensor(parameters[self.solute_atoms])
         env_p = torch.as_tensor(parameters[self.environment_atoms])
-        self.register_buffer("frames", frames)
-        self.register_buffer("solute_charge", solute_p[:, 0].clone())
-        self.register_buffer("environment_charge", env_p[:, 0].clone())
+        self.register_buffer("frames", frames, persistent=False)
+        self.register_buffer("solute_charge", solute_p[:, 0].clone(), persistent=False)
+        self.register_buffer("environment_charge", env_p[:, 0].clone(), persistent=False)
         # Lorentz–Berthelot pair tables [n, M]; σ is irrelevant where ε = 0, so a placeholder keeps (r/σ)⁶ finite
         sigma = 0.5 * (solute_p[:, 1:2] + env_p[:, 1].unsqueeze(0))
         epsilon = torch.sqrt(solute_p[:, 2:3] * env_p[:, 2].unsqueeze(0))
-        self.register_buffer("pair_sigma2", torch.where(epsilon > 0, sigma, torch.ones_like(sigma)) ** 2)
-        self.register_buffer("pair_epsilon", epsilon)
+        sigma2 = torch.where(epsilon > 0, sigma, torch.ones_like(sigma)) ** 2
+        self.register_buffer("pair_sigma2", sigma2, persistent=False)
+        self.register_buffer("pair_epsilon", epsilon, persistent=False)
         _, environment_type = torch.unique(env_p, dim=0, return_inverse=True)
-        self.register_buffer("environment_type", environment_type)
+        self.register_buffer("environment_type", environment_type, persistent=False)
         kvectors, prefactor = self._reciprocal_lattice()
-        self.register_buffer("kvectors", kvectors)
-        self.register_buffer("reciprocal_prefactor", prefactor)
+        self.register_buffer("kvectors", kvectors, persistent=False)
+        self.register_buffer("reciprocal_prefactor", prefactor, persistent=False)
         phase = frames @ kvectors.T  # [F, M, K]
         charge = self.environment_charge.view(1, -1, 1)
-        self.register_buffer("environment_cos", (charge * torch.cos(phase)).sum(1))
-        self.register_buffer("environment_sin", (charge * torch.sin(phase)).sum(1))
+        self.register_buffer("environment_cos", (charge * torch.cos(phase)).sum(1), persistent=False)
+        self.register_buffer("environment_sin", (charge * torch.sin(phase)).sum(1), persistent=False)
 
     @property
     def n_frames(self) -> int:
