@@ -8,7 +8,7 @@ Reruns with the same --out resume from the checkpoints.
     python benchmarks/hydration.py [--quick] [--solute methane|water] [--method mbar|neural-ti|both]
                                    [--iterations N] [--frames N] [--out runs/bench-hydration-SOLUTE] [--threads N]
 
-Neural TI (molfree.freeenergy.hydration_neural_ti): coupled MD frames 1 ps apart (full: 100, quick: 20 frames
+Neural TI (molfree.freeenergy.hydration_neural_ti): coupled MD frames 1 ps apart (full: 50, quick: 20 frames
 of 0.2 ps), 400 training steps (quick: 100), then per-frame replica exchange of the rigid solute along the
 learned path. Its cost is MD steps of the full system plus solute–environment evaluations, which are much
 cheaper than a full-system energy (a few thousand pair terms and an Ewald structure factor, no PME grid).
@@ -46,7 +46,7 @@ def main() -> None:
     parser.add_argument("--solute", choices=SOLUTES, default="methane")
     parser.add_argument("--iterations", type=int, help="exchange iterations per leg (default: 40 quick, 1000 full)")
     parser.add_argument("--method", choices=("mbar", "neural-ti", "both"), default="both")
-    parser.add_argument("--frames", type=int, help="neural TI: coupled frames (default: 20 quick, 100 full)")
+    parser.add_argument("--frames", type=int, help="neural TI: coupled frames (default: 20 quick, 50 full)")
     args = parser.parse_args()
 
     if args.quick:

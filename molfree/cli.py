@@ -414,8 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
     solvation.add_argument("--method", default="mbar", choices=("mbar", "neural-ti", "both"),
                            help="mbar: decoupling by HREX; neural-ti: learned λ-path from coupled MD frames "
                                 "(rigid solute); both: side by side (default: mbar)")
-    solvation.add_argument("--frames", type=int, default=100, help="neural TI: coupled MD frames, 1 ps apart "
-                                                                   "(default: 100)")
+    solvation.add_argument("--frames", type=int, default=50, help="neural TI: coupled MD frames, 1 ps apart "
+                                                                   "(default: 50)")
     solvation.add_argument("--training-steps", type=int, default=400,
                            help="neural TI: score-matching steps (default: 400)")
     solvation.add_argument("--iterations", type=int, default=1000, help="replica-exchange iterations (default: 1000)")

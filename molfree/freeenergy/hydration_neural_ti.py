@@ -50,7 +50,7 @@ class NeuralTIOptions:
         moves_per_sweep: rigid-body Metropolis moves per walker and sweep.
     """
 
-    n_frames: int = 100
+    n_frames: int = 50
     frame_ps: float = 1.0
     equilibration_ps: float = 20.0
     training_steps: int = 400

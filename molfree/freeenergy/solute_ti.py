@@ -76,14 +76,19 @@ class StagedCoupling(nn.Module):
 
 
 class SolutePairCorrection(nn.Module):
-    """g_θ = Σ_{i ∈ solute, j ∈ environment, r_ij < r_c} φ_θ(r_ij/r_c, λ, i, type_j)·(1 − r_ij/r_c)² (kT).
+    """g_θ = Σ_{i ∈ solute, j ∈ environment, r_ij < r_c} b·tanh(φ_θ(r_ij/r_c, λ, i, type_j)/b)·(1 − r_ij/r_c)² (kT).
 
     Environment atoms are typed by their (charge, σ, ε); φ_θ sees one-hot solute-atom and environment types.
+    Each pair term is bounded by ``bound`` (kT), so the network can reshape the path but never pull a solute
+    into the solvent's repulsive cores (unbounded, the robust score matching let it grow to hundreds of kT
+    for a water solute, and the λ ensembles stopped overlapping).
     """
 
-    def __init__(self, environment: SoluteEnvironment, cutoff: float = 0.6, hidden: int = 32):
+    def __init__(self, environment: SoluteEnvironment, cutoff: float = 0.6, hidden: int = 32, bound: float = 1.0):
         super().__init__()
-        self.environment, self.cutoff = environment, float(cutoff)
+        if not bound > 0:
+            raise ValueError(f"bound must be positive (kT), got {bound!r}")
+        self.environment, self.cutoff, self.bound = environment, float(cutoff), float(bound)
         self.n_solute = len(environment.solute_atoms)
         self.n_types = int(environment.environment_type.max()) + 1
         self.phi = nti.mlp(2 + self.n_solute + self.n_types, 1, hidden, 2)
@@ -97,7 +102,7 @@ class SolutePairCorrection(nn.Module):
         features = torch.cat([r.unsqueeze(-1), lam.unsqueeze(-1),
                               nn.functional.one_hot(i, self.n_solute).to(x.dtype),
                               nn.functional.one_hot(self.environment.environment_type[j], self.n_types).to(x.dtype)], -1)
-        pair = self.phi(features).squeeze(-1) * (1 - r) ** 2
+        pair = self.bound * torch.tanh(self.phi(features).squeeze(-1) / self.bound) * (1 - r) ** 2
         return torch.zeros(x.shape[0], dtype=x.dtype, device=x.device).index_add(0, b, pair)
 
 
