@@ -315,11 +315,6 @@ def lambda_potential(system: LJInsertion, hidden: int = 32, degree: int = 8) -> 
                                schedule=schedule)
 
 
-def _zero(x: Tensor) -> Tensor:
-    """0 (kT) for every configuration, ``[B]``, differentiable in x."""
-    return (0 * x).flatten(1).sum(-1)
-
-
 def _with_displaced_solute(x: Tensor, edge: float, generator: torch.Generator) -> Tensor:
     """``x`` with the solute displaced by L·z, z ~ N(0, 1)³, not wrapped: wrapped, x[:, 0] + L z is uniform in the
     box to within e^{−2π²} ≈ 3·10⁻⁹ (its Fourier modes), and the linear interpolant to x is a Gaussian blur."""
@@ -383,7 +378,7 @@ def neural_ti(system: LJInsertion, coupled: Samples, *, redraws: int = 8, steps:
         mask[SOLUTE] = True
         x1 = coupled.positions.repeat(redraws, 1, 1)
         # the solute's score does not involve u₀ (solvent–solvent): train a twin without it sharing every parameter
-        twin = nti.LambdaPotential(_zero, lambda x: potential.coupling(x, 1.0), potential.correction,
+        twin = nti.LambdaPotential(nti.zero_potential, lambda x: potential.coupling(x, 1.0), potential.correction,
                                    potential.coupling, potential.schedule)
         losses = nti.train(twin, _with_displaced_solute(x1, edge, generator), x1, steps=steps, batch_size=batch_size,
                            score_mask=mask, paired=True, progress=progress, seed=seed)

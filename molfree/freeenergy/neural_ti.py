@@ -46,6 +46,11 @@ from .estimators import FreeEnergyResult, gauss_legendre_lambdas, ti
 Reduced = Callable[[Tensor], Tensor]
 
 
+def zero_potential(x: Tensor) -> Tensor:
+    """0 (kT) for every configuration, ``[B]``, differentiable in x: the u₀ of a frozen environment."""
+    return (0 * x).flatten(1).sum(-1)
+
+
 def check_lambda(lam, like: Tensor) -> Tensor:
     """λ as a tensor on ``like``'s dtype/device, broadcastable to ``[B]``; ValueError outside [0, 1] or NaN."""
     lam = torch.as_tensor(lam, dtype=like.dtype, device=like.device)

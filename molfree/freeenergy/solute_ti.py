@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from .. import units
 from . import neural_ti as nti
-from .estimators import FreeEnergyResult, exp
+from .estimators import FreeEnergyResult, exp, gauss_legendre_lambdas, quadrature_weights
 from .solute_environment import SoluteEnvironment
 
 
@@ -106,11 +106,6 @@ class SolutePairCorrection(nn.Module):
         return torch.zeros(x.shape[0], dtype=x.dtype, device=x.device).index_add(0, b, pair)
 
 
-def _zero(x: Tensor) -> Tensor:
-    """0 (kT) for every configuration, ``[B]``, differentiable in x."""
-    return (0 * x).flatten(1).sum(-1)
-
-
 def lambda_potential(environment: SoluteEnvironment, temperature: float, hidden: int = 32,
                      degree: int = 6) -> nti.LambdaPotential:
     """u_θ − u₀ = c(x, s_θ(λ)) + λ(1 − λ) g_θ(x, λ) in the configuration layout of this module (u₀ ≡ 0: the
@@ -120,7 +115,7 @@ def lambda_potential(environment: SoluteEnvironment, temperature: float, hidden:
     with torch.no_grad():  # start from s(λ) ≈ λ^degree: the solute should stay soft until the blur is small
         schedule.raw.fill_(-6.0)
         schedule.raw[degree - 1] = 2.0
-    return nti.LambdaPotential(_zero, lambda x: coupling(x, 1.0), SolutePairCorrection(environment, hidden=hidden),
+    return nti.LambdaPotential(nti.zero_potential, lambda x: coupling(x, 1.0), SolutePairCorrection(environment, hidden=hidden),
                                coupling=coupling, schedule=schedule)
 
 
@@ -189,8 +184,9 @@ def inverse_schedule(potential: nti.LambdaPotential, s: float, tolerance: float 
 
 
 def _gauss_legendre(low: float, high: float, n: int) -> tuple[np.ndarray, np.ndarray]:
-    nodes, weights = np.polynomial.legendre.leggauss(n)
-    return low + (high - low) * (nodes + 1) / 2, (high - low) * weights / 2
+    """``n`` Gauss–Legendre nodes and weights on [low, high]."""
+    nodes = gauss_legendre_lambdas(n)
+    return low + (high - low) * nodes, (high - low) * quadrature_weights(nodes, "gauss-legendre")
 
 
 def _derivatives(potential: nti.LambdaPotential, x: Tensor, lam: float, s: float) -> tuple[Tensor, Tensor]:
