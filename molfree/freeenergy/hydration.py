@@ -560,6 +560,19 @@ def _report(result: dict, description: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def resolve_solute(solute, solute_atoms: Sequence[int] | None = None):
+    """``(solvated System, sorted solute atoms, name)`` from a shipped solute name (at 298.15 K) or a solvated
+    :class:`molfree.systems.System` with its ``solute_atoms``."""
+    if isinstance(solute, str):
+        solvated, solute_atoms = shipped_solute(solute, temperature=298.15)
+        name = solute
+    else:
+        if solute_atoms is None:
+            raise ValueError("solute_atoms are required with a System")
+        solvated, name = solute, solute.name
+    return solvated, sorted(int(i) for i in solute_atoms), name
+
+
 def hydration_free_energy(solute="methane", solute_atoms: Sequence[int] | None = None,
                           out: str | os.PathLike = "runs/solvation-methane", n_electrostatics: int = 3,
                           n_sterics: int = 9, options: SamplingOptions | None = None,
@@ -585,14 +598,7 @@ def hydration_free_energy(solute="methane", solute_atoms: Sequence[int] | None =
         ``status: "poor_overlap"``, report.md and overlap.png) if neighbouring states do not overlap.
     """
     out = Path(out)
-    if isinstance(solute, str):
-        solvated, solute_atoms = shipped_solute(solute, temperature=298.15)
-        name = solute
-    else:
-        if solute_atoms is None:
-            raise ValueError("solute_atoms are required with a System")
-        solvated, name = solute, solute.name
-    solute_atoms = sorted(int(i) for i in solute_atoms)
+    solvated, solute_atoms, name = resolve_solute(solute, solute_atoms)
     system = copy.deepcopy(solvated.system)
     n_constraints = constrain_hydrogen_bonds(system, solute_atoms) if constrain_hydrogens else 0
     states = lambda_schedule(n_electrostatics, n_sterics)

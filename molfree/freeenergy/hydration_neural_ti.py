@@ -27,7 +27,7 @@ import torch
 from .. import units
 from ..io import atomic_write_bytes, atomic_write_text, write_json
 from . import solute_ti
-from .hydration import SamplingOptions, constrain_hydrogen_bonds, shipped_solute
+from .hydration import SamplingOptions, constrain_hydrogen_bonds, resolve_solute
 from .solute_environment import SoluteEnvironment
 
 
@@ -177,14 +177,7 @@ def neural_ti_hydration(solute="methane", solute_atoms: Sequence[int] | None = N
     """
     start = time.perf_counter()
     options, sampling = options or NeuralTIOptions(), sampling or SamplingOptions()
-    if isinstance(solute, str):
-        solvated, solute_atoms = shipped_solute(solute, temperature=298.15)
-        name = solute
-    else:
-        if solute_atoms is None:
-            raise ValueError("solute_atoms are required with a System")
-        solvated, name = solute, solute.name
-    solute_atoms = sorted(int(i) for i in solute_atoms)
+    solvated, solute_atoms, name = resolve_solute(solute, solute_atoms)
     folder = Path(out) / "neural-ti"
     folder.mkdir(parents=True, exist_ok=True)
     system = copy.deepcopy(solvated.system)
