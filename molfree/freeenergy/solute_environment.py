@@ -153,8 +153,22 @@ class SoluteEnvironment(nn.Module):
         return 1 - x**3 * (10 - 15 * x + 6 * x**2)
 
     def squared_distances(self, frame: Tensor, y: Tensor) -> Tensor:
-        """Squared minimum-image distances ``[B, n, M]`` (nm²) from the solute atoms ``y`` to frames ``frame``."""
-        return squared_distances(y.unsqueeze(2) - self.frames[frame].unsqueeze(1), self.box_length)
+        """Squared distances ``[B, n, M]`` (nm²) from the solute atoms ``y`` to frames ``frame``.
+
+        Exact minimum-image values for every pair within the cutoff (pairs beyond it may get a longer image).
+        When the cutoff plus the solute's radius fits in half the box, the environment is wrapped once around
+        the solute's centroid and the pairs come from one batched product (half the cost for methane);
+        otherwise each pair is wrapped on its own.
+        """
+        centre = y.mean(1, keepdim=True)
+        body = y - centre
+        if self.cutoff + float(body.detach().norm(dim=-1).max()) > self.box_length / 2:
+            return squared_distances(y.unsqueeze(2) - self.frames[frame].unsqueeze(1), self.box_length)
+        environment = self.frames[frame] - centre
+        environment = environment - self.box_length * torch.round(environment / self.box_length)
+        r2 = ((body * body).sum(-1).unsqueeze(2) + (environment * environment).sum(-1).unsqueeze(1)
+              - 2 * body @ environment.transpose(1, 2))
+        return r2.clamp_min(0.0)
 
     def lennard_jones(self, frame: Tensor, y: Tensor, s, r2: Tensor | None = None) -> Tensor:
         """Soft-core solute–environment LJ ``[B]`` (kJ/mol) at λ_sterics = ``s`` (scalar or ``[B]``).
