@@ -1,12 +1,16 @@
 """LJ solute in an LJ fluid: the torch energies against OpenMM, exact soft-core endpoints of u_θ, and the insertion
 free energy by three independent estimators (neural TI, MBAR over a soft-core ladder, Widom insertion)."""
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
 from molfree import units
 from molfree.freeenergy import lj_insertion as lji
+from molfree.freeenergy import solute_ti
 from molfree.freeenergy.alchemy import LAMBDA_STERICS
+from molfree.freeenergy.solute_environment import SoluteEnvironment
 
 torch.set_num_threads(1)
 CI = lji.LJInsertion(n_solvent=32, density=0.5, reduced_temperature=2.0, cutoff=1.9)
@@ -42,21 +46,25 @@ def test_torch_energies_match_openmm_and_single_particle_moves(states):
             torch.testing.assert_close(local, total, rtol=1e-9, atol=1e-9)
 
 
-def test_softcore_lambda_potential_has_exact_endpoints_and_finite_dudl(states):
-    """u_θ(·, 0) = u₀ and u_θ(·, 1) = u₁ with any schedule and network; ∂u_θ/∂λ by autograd = finite differences,
-    and stays finite at λ → 0 even for an overlapping solute (where linear coupling diverges)."""
+def test_solute_environment_and_learned_path_on_the_lj_fluid(states):
+    """The solute–environment LJ of :mod:`solute_ti` (built from the OpenMM System) equals this module's coupling at
+    every s; u_θ has exact endpoints for any schedule and network, and a finite ∂u_θ/∂λ at λ → 0 even for a
+    solute on top of a solvent particle (where linear coupling diverges)."""
+    x = torch.cat([states[0].positions[:4], states[-1].positions[:4]])
+    environment = SoluteEnvironment(CI.openmm_system(alchemical=False), [lji.SOLUTE], x[:, lji.SOLUTE + 1:])
+    frames, solute = torch.arange(x.shape[0]), x[:, lji.SOLUTE:lji.SOLUTE + 1]
+    kt = units.kT(CI.temperature)
+    for s in (0.0, 0.3, 1.0):
+        torch.testing.assert_close(environment.lennard_jones(frames, solute, s) / kt, CI.coupling()(x, s),
+                                   rtol=1e-12, atol=1e-12)
     torch.manual_seed(0)
-    potential = lji.lambda_potential(CI)
+    potential = solute_ti.lambda_potential(environment, CI.temperature, correction_cutoff=CI.cutoff)
     with torch.no_grad():
         potential.schedule.raw.copy_(torch.linspace(-1, 1, potential.schedule.raw.numel(), dtype=torch.float64))
-    x = torch.cat([states[0].positions[:4], states[-1].positions[:4]])
-    torch.testing.assert_close(potential(x, 0.0), CI.solvent_energy(x), rtol=0, atol=0)
-    torch.testing.assert_close(potential(x, 1.0), CI.coupled_energy(x), rtol=1e-12, atol=1e-12)
-    for lam in (0.1, 0.5, 0.9):
-        fd = (potential(x, lam + 1e-6) - potential(x, lam - 1e-6)) / 2e-6
-        torch.testing.assert_close(potential.dudl(x, lam), fd, rtol=1e-5, atol=1e-5)
-    overlapping = x[:1].clone()
-    overlapping[:, lji.SOLUTE] = overlapping[:, lji.SOLUTE + 1] + 1e-3
+    y = solute_ti.pack(frames, solute)
+    torch.testing.assert_close(potential.excess(y, 0.0), torch.zeros(x.shape[0], dtype=torch.float64))
+    torch.testing.assert_close(potential.excess(y, 1.0), CI.coupling()(x, 1.0), rtol=1e-12, atol=1e-12)
+    overlapping = solute_ti.pack(frames[:1], x[:1, lji.SOLUTE + 1:lji.SOLUTE + 2] + 1e-3)
     assert torch.isfinite(potential.dudl(overlapping, 1e-4)).all()
 
 
@@ -74,8 +82,11 @@ def agree(results: dict) -> None:
             assert difference <= 3 * np.hypot(results[a].error, results[b].error), (a, b, difference)
 
 
-def test_mbar_and_widom_agree_within_a_tenth_kt(states):
-    """βμ_ex of the CI system (32 + 1, ρ* = 0.5, T* = 2): MBAR over the 9-state soft-core ladder and Widom
-    insertion into the λ = 0 samples (100 insertions per frame) agree within 0.1 kT and their error bars."""
-    agree({"MBAR": lji.mbar_ladder(CI, states), "Widom": lji.widom(CI, states[0], insertions_per_frame=100, seed=1)})
-
+def test_neural_ti_mbar_and_widom_agree_within_a_tenth_kt(states):
+    """βμ_ex of the CI system (32 + 1, ρ* = 0.5, T* = 2) three independent ways agree within 0.1 kT and their error
+    bars: neural TI from 100 coupled samples (300 training steps, per-sample TI of the solute), MBAR over the
+    9-state soft-core ladder, and Widom insertion into the λ = 0 samples (100 insertions per frame)."""
+    coupled = dataclasses.replace(states[-1], positions=states[-1].positions[:100], moves=states[-1].moves // 5)
+    neural, _ = lji.neural_ti(CI, coupled, seed=0)
+    agree({"neural TI": neural, "MBAR": lji.mbar_ladder(CI, states),
+           "Widom": lji.widom(CI, states[0], insertions_per_frame=100, seed=1)})

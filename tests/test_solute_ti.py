@@ -17,7 +17,7 @@ from molfree import systems, units
 from molfree.freeenergy import solute_ti
 from molfree.freeenergy.alchemy import alchemical_system
 from molfree.freeenergy.hydration_neural_ti import NeuralTIOptions, neural_ti_hydration
-from molfree.freeenergy.solute_environment import SoluteEnvironment
+from molfree.freeenergy.solute_environment import SoluteEnvironment, copy_system
 
 REFERENCE = openmm.Platform.getPlatformByName("Reference")
 TEMPERATURE = 300.0
@@ -100,9 +100,11 @@ def test_constants_and_bad_input(one_thread, methane):
         SoluteEnvironment(solvated.system, solute, torch.full((1, len(environment_atoms), 3), float("nan")))
     with pytest.raises(ValueError, match="solute_atoms"):
         SoluteEnvironment(solvated.system, [solvated.n_atoms], torch.as_tensor(frames))
-    cutoff = systems.load("lj-fluid", n_particles=27, density=0.3, cutoff=2.0)
-    with pytest.raises(ValueError, match="PME"):
-        SoluteEnvironment(cutoff.system, [0], torch.zeros(1, 26, 3))
+    reaction_field = copy_system(solvated.system)
+    next(f for f in reaction_field.getForces() if isinstance(f, openmm.NonbondedForce)).setNonbondedMethod(
+        openmm.NonbondedForce.CutoffPeriodic)
+    with pytest.raises(ValueError, match="charged systems need PME"):
+        SoluteEnvironment(reaction_field, solute, torch.as_tensor(frames))
 
 
 def test_lambda_potential_endpoints_and_pose_moves(one_thread, methane):

@@ -2,10 +2,10 @@
 
 ΔF = F(solute coupled) − F(solute decoupled) in kT (the solute's excess chemical potential βμ_ex) by
 
-* :func:`neural_ti` — a :class:`~molfree.freeenergy.neural_ti.LambdaPotential` with Beutler soft-core
-  coupling driven by the learned schedule and a solute–solvent pair network, trained by paired target score
-  matching on the solute coordinate of periodic interpolants that share the solvent (nothing simulated at
-  intermediate λ), ΔF from per-configuration TI combined exactly (see the function);
+* :func:`neural_ti` — a learned λ-path (soft-core coupling driven by a learned schedule plus a solute–solvent
+  pair network), trained by paired target score matching on coupled samples alone (nothing simulated at
+  intermediate λ), and per-sample TI of the solute in each frozen solvent configuration combined exactly: the
+  one-atom case of :mod:`molfree.freeenergy.solute_ti`;
 * :func:`mbar_ladder` — Monte Carlo at each state of a soft-core λ ladder (:func:`ladder`) and MBAR;
 * :func:`widom` — test-particle insertion into decoupled (pure-solvent) samples, ΔF = −ln⟨e^{−βΔU}⟩₀.
 
@@ -17,9 +17,9 @@ samples are uncorrelated). Particle 0 is the solute, particles 1…N the solvent
 tail correction, as in the equivalent alchemical OpenMM System (:meth:`LJInsertion.openmm_system`, built with
 :func:`~molfree.freeenergy.alchemy.alchemical_system`; the tests check that the energies agree).
 
-The torch soft-core (:class:`SoftcoreLJCoupling`) repeats :func:`molfree.neighbors.softcore_lennard_jones`'s formula
-in plain torch because target score matching needs its mixed second derivative ∂²/∂x∂λ, which the kernel does
-not provide.
+The soft-core pair (:func:`~molfree.freeenergy.solute_environment.softcore_pair`) repeats
+:func:`molfree.neighbors.softcore_lennard_jones`'s formula in plain torch because target score matching needs its
+mixed second derivative ∂²/∂x∂λ, which the kernel does not provide.
 """
 from __future__ import annotations
 
@@ -33,37 +33,13 @@ from torch import Tensor, nn
 
 from .. import units
 from . import neural_ti as nti
+from . import solute_ti
 from .alchemy import alchemical_system
-from .estimators import (
-    FreeEnergyResult,
-    exp,
-    gauss_legendre_lambdas,
-    mbar,
-    quadrature_weights,
-)
+from .estimators import FreeEnergyResult, exp, mbar
+from .solute_environment import SoluteEnvironment, softcore_pair, squared_distances
 
 #: Solute index in every configuration.
 SOLUTE = 0
-
-
-def squared_distances(d: Tensor, box_length: float) -> Tensor:
-    """|d|² (nm²) of displacements ``d`` ``[..., 3]`` (nm) taken to the nearest image in a cubic box, ``[...]``.
-
-    (A matrix product instead of ``sum(-1)``: torch's reduction over a last dimension of 3 is slow on CPU.)
-    """
-    d = d - box_length * torch.round(d / box_length)
-    return (d * d) @ d.new_ones(3)
-
-
-def softcore_pair(r2: Tensor, sigma2, epsilon, s, alpha: float, cutoff: float) -> Tensor:
-    """Beutler soft-core LJ s·4ε[1/q² − 1/q], q = α(1 − s) + (r²/σ²)³, truncated at ``cutoff`` (kJ/mol).
-
-    ``r2`` squared distances (nm²); ``sigma2`` (nm²), ``epsilon`` (kJ/mol) and ``s`` broadcast against it.
-    At s = 1 this is the plain truncated LJ; at s = 0 (or ε = 0) it vanishes.
-    """
-    q = alpha * (1 - s) + (r2 / sigma2) ** 3
-    pair = s * 4 * epsilon * (1 / q**2 - 1 / q)
-    return torch.where(r2 < cutoff**2, pair, torch.zeros_like(pair))
 
 
 class SoftcoreLJCoupling(nn.Module):
@@ -164,8 +140,9 @@ class LJInsertion:
         r2 = squared_distances(x - position.contiguous()[:, None], self.box_length)
         return softcore_pair(r2, sigma2, epsilon, s, self.alpha, self.cutoff).sum(-1) / units.kT(self.temperature)
 
-    def openmm_system(self):
-        """Alchemical ``openmm.System`` (Context parameter ``lambda_sterics``; no switch, no dispersion correction)."""
+    def openmm_system(self, alchemical: bool = True):
+        """The ``openmm.System`` (uncharged, CutoffPeriodic, no switch, no dispersion correction); ``alchemical``:
+        with the solute's interactions switched by the Context parameter ``lambda_sterics``."""
         import openmm
         from openmm import unit
 
@@ -183,7 +160,7 @@ class LJInsertion:
             sigma, epsilon = (self.solute_sigma, self.solute_epsilon) if k == SOLUTE else (1.0, 1.0)
             nonbonded.addParticle(0.0, sigma, epsilon)
         system.addForce(nonbonded)
-        return alchemical_system(system, [SOLUTE], alpha=self.alpha)
+        return alchemical_system(system, [SOLUTE], alpha=self.alpha) if alchemical else system
 
     def lattice(self) -> np.ndarray:
         """``[N + 1, 3]`` starting positions (nm) on a simple cubic lattice filling the box."""
@@ -302,109 +279,32 @@ def mbar_ladder(system: LJInsertion, states: list[Samples], min_overlap: float =
                              "wall_seconds": sum(state.wall_seconds for state in states) + time.perf_counter() - start})
 
 
-def lambda_potential(system: LJInsertion, hidden: int = 32, degree: int = 8) -> nti.LambdaPotential:
-    """u_θ(x, λ) = u₀ + c(x, s_θ(λ)) + λ(1 − λ) g_θ with a solute–solvent :class:`~.neural_ti.PairCorrection`
-    and a schedule of polynomial ``degree``."""
-    box = torch.full((3,), system.box_length, dtype=torch.float64)
-    correction = nti.PairCorrection(system.cutoff, box=box, solute=[SOLUTE], hidden=hidden)
-    schedule = nti.Schedule(degree)
-    with torch.no_grad():  # start from s(λ) ≈ λ^degree: the Gaussian-blurred solute density is flat until λ → 1
-        schedule.raw.fill_(-6.0)
-        schedule.raw[degree - 1] = 2.0
-    return nti.LambdaPotential(system.solvent_energy, system.coupled_energy, correction, coupling=system.coupling(),
-                               schedule=schedule)
+def neural_ti(system: LJInsertion, coupled: Samples, *, blur: float = 1.0, steps: int = 300, batch_size: int = 256,
+              n_coupling: int = 6, n_correction: int = 4, poses: int = 8, sweeps: int = 30, burn_in: int = 10,
+              moves_per_sweep: int = 2, seed: int = 0,
+              progress: bool = False) -> tuple[FreeEnergyResult, nti.LambdaPotential]:
+    """Neural TI from coupled samples alone, by :mod:`~molfree.freeenergy.solute_ti` with the solute as a one-atom
+    rigid body in each coupled sample's frozen solvent.
 
-
-def _with_displaced_solute(x: Tensor, edge: float, generator: torch.Generator) -> Tensor:
-    """``x`` with the solute displaced by L·z, z ~ N(0, 1)³, not wrapped: wrapped, x[:, 0] + L z is uniform in the
-    box to within e^{−2π²} ≈ 3·10⁻⁹ (its Fourier modes), and the linear interpolant to x is a Gaussian blur."""
-    x = x.clone()
-    x[:, SOLUTE] = x[:, SOLUTE] + edge * torch.randn(x.shape[0], 3, generator=generator, dtype=x.dtype)
-    return x
-
-
-def refine_solute(potential: nti.LambdaPotential, x: Tensor, lam: float, steps: int, edge: float,
-                  generator: torch.Generator, step: float = 0.3) -> tuple[Tensor, float]:
-    """Metropolis moves of the solute alone on e^{−u_θ(·, λ)} with the solvent frozen; returns (x, acceptance).
-
-    Valid because u₀ (solvent–solvent) does not depend on the solute, so u_θ changes by :meth:`excess` only.
-    The uniform displacement's half-width ``step`` (nm) adapts towards 50 % acceptance in the first half.
-    """
-    x = x.clone()
-    with torch.no_grad():
-        u = potential.excess(x, lam)
-        accepted = 0.0
-        for k in range(steps):
-            trial = x.clone()
-            trial[:, SOLUTE] = (x[:, SOLUTE] + step * (2 * torch.rand(x.shape[0], 3, generator=generator,
-                                                                       dtype=x.dtype) - 1)) % edge
-            u_trial = potential.excess(trial, lam)
-            accept = torch.rand(x.shape[0], generator=generator, dtype=x.dtype).log() < u - u_trial
-            x[accept, SOLUTE] = trial[accept, SOLUTE]
-            u = torch.where(accept, u_trial, u)
-            rate = float(accept.double().mean())
-            if k < steps // 2:
-                step = min(step * (1.1 if rate > 0.5 else 0.9), edge / 2)
-            else:
-                accepted += rate / (steps - steps // 2)
-    return x, accepted
-
-
-def neural_ti(system: LJInsertion, coupled: Samples, *, redraws: int = 8, steps: int = 300, batch_size: int = 256,
-              n_lambdas: int = 16, solute_samples: int = 32, refine_steps: int = 0, seed: int = 0,
-              potential: nti.LambdaPotential | None = None, progress: bool = False) -> tuple[FreeEnergyResult, nti.LambdaPotential]:
-    """Neural TI from coupled samples alone (the decoupled solute is ideal: uniform given any solvent).
-
-    Pairs share the solvent: x₀ is a coupled sample x₁ = (X, r₁) with the solute displaced by L·z, z ~ N(0, 1)³
-    (``redraws`` times each; wrapped, that is the uniform decoupled solute to ~10⁻⁹), so given X the interpolant
-    moves the solute only, r_λ = r₁ + (1 − λ)L z: the coupled conditional density blurred by a Gaussian of width
-    (1 − λ)L, and u_θ is fitted by paired target score matching on the solute's score
-    (:func:`~molfree.freeenergy.neural_ti.train`). For each solvent X, ΔF(X) = ∫⟨∂u_θ/∂λ⟩_{λ,X} dλ
-    (Gauss–Legendre, ``solute_samples`` interpolant positions per node) is the free energy of inserting the solute
-    into that frozen configuration, and exactly e^{ΔF} = ⟨e^{ΔF(X)}⟩ over coupled samples (p₁(X) ∝ p₀(X) z₁(X)),
-    combined by :func:`~molfree.freeenergy.exp` with its delta-method error over X. ``refine_steps`` > 0: the interpolant
-    samples at each node are refined by :func:`refine_solute` (check samples; removes the bias an imperfect fit
-    leaves). ``potential``: a u_θ already trained by this function (training is then skipped, ``steps`` = 0).
-    Returns (ΔF in kT, the trained u_θ).
+    u_θ is trained by paired target score matching with the solute displaced by a Gaussian ``blur`` (nm; nothing
+    is simulated at intermediate λ for training); each sample's insertion free energy ΔF(X) is the TI of the
+    solute alone along u_θ (replica exchange over the quadrature nodes), and e^{ΔF} = ⟨e^{ΔF(X)}⟩ over the
+    coupled samples. The System has no charges, no dispersion correction and no switch, so no constant is
+    added. Returns (ΔF in kT with its error over samples, the trained u_θ).
     """
     start = time.perf_counter()
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
-    edge = system.box_length
-    losses = [float("nan")]
-    if potential is None:
-        potential = lambda_potential(system)
-        mask = torch.zeros(system.n_particles, 1, dtype=torch.bool)
-        mask[SOLUTE] = True
-        x1 = coupled.positions.repeat(redraws, 1, 1)
-        # the solute's score does not involve u₀ (solvent–solvent): train a twin without it sharing every parameter
-        twin = nti.LambdaPotential(nti.zero_potential, lambda x: potential.coupling(x, 1.0), potential.correction,
-                                   potential.coupling, potential.schedule)
-        losses = nti.train(twin, _with_displaced_solute(x1, edge, generator), x1, steps=steps, batch_size=batch_size,
-                           score_mask=mask, paired=True, progress=progress, seed=seed)
-    else:
-        steps = 0
-    lambdas = gauss_legendre_lambdas(n_lambdas)
-    weights = quadrature_weights(lambdas, "gauss-legendre")
-    frames = coupled.positions.repeat_interleave(solute_samples, 0)
-    n_frames = coupled.positions.shape[0]
-    means, acceptance = [], []
-    for lam in lambdas:
-        x = nti.interpolate(_with_displaced_solute(frames, edge, generator), frames,
-                            torch.full((frames.shape[0],), float(lam), dtype=frames.dtype))
-        if refine_steps:
-            x, rate = refine_solute(potential, x, float(lam), refine_steps, edge, generator)
-            acceptance.append(rate)
-        dudl = torch.cat([potential.dudl(part, float(lam)) for part in x.split(4096)])
-        means.append(dudl.reshape(n_frames, solute_samples).mean(1))
-    per_frame = (torch.as_tensor(weights) @ torch.stack(means)).detach().numpy()
-    combined = exp(-per_frame)
-    evaluations = n_lambdas * frames.shape[0] * (refine_steps + 1)
-    return FreeEnergyResult(-combined.delta_f, combined.error, "neural-ti", n_frames,
-                            {"lambdas": lambdas.tolist(), "means": torch.stack(means).mean(1).tolist(),
-                             "mean_per_frame": float(per_frame.mean()), "training_steps": steps,
-                             "sampling": f"interpolant + {refine_steps} solute Metropolis steps" if refine_steps
-                             else "interpolant", "acceptance": acceptance,
-                             "final_loss": float(np.mean(losses[-50:])), "mc_moves": coupled.moves,
-                             "energy_evaluations": evaluations + steps * batch_size,
-                             "wall_seconds": time.perf_counter() - start + coupled.wall_seconds}), potential
+    positions = coupled.positions
+    environment = SoluteEnvironment(system.openmm_system(alchemical=False), [SOLUTE], positions[:, SOLUTE + 1:],
+                                    softcore_alpha=system.alpha)
+    x1 = solute_ti.pack(torch.arange(positions.shape[0]), positions[:, SOLUTE:SOLUTE + 1])
+    potential = solute_ti.lambda_potential(environment, system.temperature, correction_cutoff=system.cutoff)
+    losses = solute_ti.train(potential, x1, blur=blur, steps=steps, batch_size=batch_size, seed=seed,
+                             progress=progress)
+    result = solute_ti.estimate(potential, x1, system.box_length, 0.0, n_coupling=n_coupling,
+                                n_correction=n_correction, poses=poses, sweeps=sweeps, burn_in=burn_in,
+                                moves_per_sweep=moves_per_sweep, seed=seed, progress=progress)
+    result.details.update({"final_loss": float(np.mean(losses[-50:])), "training_steps": steps,
+                           "mc_moves": coupled.moves,
+                           "energy_evaluations": result.details["solute_energy_evaluations"] + steps * batch_size,
+                           "wall_seconds": time.perf_counter() - start + coupled.wall_seconds})
+    return result, potential

@@ -8,7 +8,8 @@ interaction of batches of solute positions placed in chosen frames, differentiab
   α = 0.5, Lorentz–Berthelot mixing, the NonbondedForce's cutoff and switching function);
 * Coulomb by Ewald summation with OpenMM's splitting parameter: real space q_i q_j erfc(α r)/r within the
   cutoff, reciprocal space the solute × environment cross term of the structure factors, whose environment
-  half is computed once per frame.
+  half is computed once per frame. (An uncharged System, such as the LJ fluid of
+  :mod:`~molfree.freeenergy.lj_insertion`, may use CutoffPeriodic instead of PME: it has no Coulomb term.)
 
 Two terms do not depend on where the solute is or on the frame, and are left to OpenMM
 (:meth:`SoluteEnvironment.openmm_constants`): the soft-core force's long-range dispersion correction and
@@ -26,18 +27,38 @@ from torch import Tensor, nn
 
 from .. import units
 from .alchemy import LAMBDA_ELECTROSTATICS, LAMBDA_STERICS, alchemical_system
-from .lj_insertion import softcore_pair, squared_distances
 
 #: Relative size of the largest reciprocal-space term left out of the Ewald sum.
 RECIPROCAL_TOLERANCE = 1e-5
+
+
+def squared_distances(d: Tensor, box_length: float) -> Tensor:
+    """|d|² (nm²) of displacements ``d`` ``[..., 3]`` (nm) taken to the nearest image in a cubic box, ``[...]``.
+
+    (A matrix product instead of ``sum(-1)``: torch's reduction over a last dimension of 3 is slow on CPU.)
+    """
+    d = d - box_length * torch.round(d / box_length)
+    return (d * d) @ d.new_ones(3)
+
+
+def softcore_pair(r2: Tensor, sigma2, epsilon, s, alpha: float, cutoff: float) -> Tensor:
+    """Beutler soft-core LJ s·4ε[1/q² − 1/q], q = α(1 − s) + (r²/σ²)³, truncated at ``cutoff`` (kJ/mol).
+
+    ``r2`` squared distances (nm²); ``sigma2`` (nm²), ``epsilon`` (kJ/mol) and ``s`` broadcast against it.
+    At s = 1 this is the plain truncated LJ; at s = 0 (or ε = 0) it vanishes.
+    """
+    q = alpha * (1 - s) + (r2 / sigma2) ** 3
+    pair = s * 4 * epsilon * (1 / q**2 - 1 / q)
+    return torch.where(r2 < cutoff**2, pair, torch.zeros_like(pair))
 
 
 def _nonbonded(system):
     import openmm
 
     forces = [f for f in system.getForces() if isinstance(f, openmm.NonbondedForce)]
-    if len(forces) != 1 or forces[0].getNonbondedMethod() != openmm.NonbondedForce.PME:
-        raise ValueError("the system needs exactly one NonbondedForce with PME")
+    if len(forces) != 1 or forces[0].getNonbondedMethod() not in (openmm.NonbondedForce.PME,
+                                                                  openmm.NonbondedForce.CutoffPeriodic):
+        raise ValueError("the system needs exactly one NonbondedForce with PME (or CutoffPeriodic if uncharged)")
     return forces[0]
 
 
@@ -74,7 +95,7 @@ class SoluteEnvironment(nn.Module):
     checkpoints of any model that contains this module.
 
     Args:
-        system: the solvated ``openmm.System`` (PME, cubic box).
+        system: the solvated ``openmm.System`` (cubic box; PME, or CutoffPeriodic if no particle is charged).
         solute_atoms: the solute's particle indices; every other particle is environment.
         frames: environment positions ``[F, M, 3]`` (nm), M = particles − len(solute_atoms), in the System's order.
         softcore_alpha: the soft-core α of :func:`~molfree.freeenergy.alchemy.alchemical_system`.
@@ -82,6 +103,7 @@ class SoluteEnvironment(nn.Module):
 
     def __init__(self, system, solute_atoms: Sequence[int], frames: Tensor, softcore_alpha: float = 0.5):
         super().__init__()
+        import openmm
         from openmm import unit
 
         nonbonded = _nonbonded(system)
@@ -105,7 +127,10 @@ class SoluteEnvironment(nn.Module):
         self.switch = (float(nonbonded.getSwitchingDistance().value_in_unit(unit.nanometer))
                        if nonbonded.getUseSwitchingFunction() else None)
         self.softcore_alpha = float(softcore_alpha)
-        self.ewald_alpha = _ewald_alpha(system)
+        self.charged = bool(np.any(parameters[:, 0] != 0))
+        if self.charged and nonbonded.getNonbondedMethod() != openmm.NonbondedForce.PME:
+            raise ValueError("charged systems need PME (CutoffPeriodic's reaction field is not implemented)")
+        self.ewald_alpha = _ewald_alpha(system) if self.charged else None
         solute_p = torch.as_tensor(parameters[self.solute_atoms])
         env_p = torch.as_tensor(parameters[self.environment_atoms])
         self.register_buffer("frames", frames, persistent=False)
@@ -119,7 +144,8 @@ class SoluteEnvironment(nn.Module):
         self.register_buffer("pair_epsilon", epsilon, persistent=False)
         _, environment_type = torch.unique(env_p, dim=0, return_inverse=True)
         self.register_buffer("environment_type", environment_type, persistent=False)
-        kvectors, prefactor = self._reciprocal_lattice()
+        kvectors, prefactor = (self._reciprocal_lattice() if self.charged
+                               else (torch.zeros(0, 3, dtype=torch.float64), torch.zeros(0, dtype=torch.float64)))
         self.register_buffer("kvectors", kvectors, persistent=False)
         self.register_buffer("reciprocal_prefactor", prefactor, persistent=False)
         phase = frames @ kvectors.T  # [F, M, K]
@@ -180,7 +206,10 @@ class SoluteEnvironment(nn.Module):
         return (pair * self._switch(r2)).flatten(1).sum(-1)
 
     def coulomb(self, frame: Tensor, y: Tensor, r2: Tensor | None = None) -> Tensor:
-        """Solute–environment Ewald electrostatics ``[B]`` (kJ/mol) at full solute charges (``r2`` as above)."""
+        """Solute–environment Ewald electrostatics ``[B]`` (kJ/mol) at full solute charges (``r2`` as above);
+        zero for an uncharged system."""
+        if not self.charged:
+            return torch.zeros(y.shape[0], dtype=y.dtype, device=y.device)
         r2 = self.squared_distances(frame, y) if r2 is None else r2
         r = r2.clamp_min(1e-12).sqrt()
         qq = self.solute_charge.view(1, -1, 1) * self.environment_charge.view(1, 1, -1)

@@ -107,16 +107,18 @@ class SolutePairCorrection(nn.Module):
 
 
 def lambda_potential(environment: SoluteEnvironment, temperature: float, hidden: int = 32,
-                     degree: int = 6) -> nti.LambdaPotential:
+                     degree: int = 6, correction_cutoff: float = 0.6) -> nti.LambdaPotential:
     """u_θ − u₀ = c(x, s_θ(λ)) + λ(1 − λ) g_θ(x, λ) in the configuration layout of this module (u₀ ≡ 0: the
-    environment is frozen and the solute rigid, so everything else is a constant)."""
+    environment is frozen and the solute rigid, so everything else is a constant); g_θ acts on pairs closer
+    than ``correction_cutoff`` (nm; two water shells by default)."""
     coupling = StagedCoupling(environment, temperature)
     schedule = nti.Schedule(degree)
     with torch.no_grad():  # start from s(λ) ≈ λ^degree: the solute should stay soft until the blur is small
         schedule.raw.fill_(-6.0)
         schedule.raw[degree - 1] = 2.0
-    return nti.LambdaPotential(nti.zero_potential, lambda x: coupling(x, 1.0), SolutePairCorrection(environment, hidden=hidden),
-                               coupling=coupling, schedule=schedule)
+    correction = SolutePairCorrection(environment, correction_cutoff, hidden)
+    return nti.LambdaPotential(nti.zero_potential, lambda x: coupling(x, 1.0), correction, coupling=coupling,
+                               schedule=schedule)
 
 
 def _displaced(x: Tensor, width: float, generator: torch.Generator) -> Tensor:
@@ -197,9 +199,9 @@ def per_frame_ti(potential: nti.LambdaPotential, coupled: Tensor, edge: float, *
     """ΔF(X) (kT) for every coupled configuration ``[F, n + 1, 3]`` and the details of the quadrature.
 
     ΔF(X) = ∫₀¹ ⟨∂c/∂s⟩_{λ(s)} ds + ∫₀¹ ⟨∂[λ(1 − λ) g_θ]/∂λ⟩_λ dλ, both averages under u_θ(·, λ) in the frame:
-    the coupling term is integrated in s (``n_coupling`` Gauss–Legendre nodes on each stage, s ∈ [0, ½] and
-    [½, 1], mapped to λ by :func:`inverse_schedule`), where it is the smooth soft-core integrand whatever the
-    learned schedule, and the correction term in λ (``n_correction`` nodes).
+    the coupling term is integrated in s (``n_coupling`` Gauss–Legendre nodes on each stage, s ∈ [0, ½] and,
+    if anything is charged, [½, 1], mapped to λ by :func:`inverse_schedule`), where it is the smooth soft-core
+    integrand whatever the learned schedule, and the correction term in λ (``n_correction`` nodes).
 
     The averages come from Hamiltonian replica exchange over all nodes at once, within each frame: ``poses``
     walkers per frame and node, each sweep ``moves_per_sweep`` :func:`rigid_body_move` per walker and then
@@ -217,8 +219,9 @@ def per_frame_ti(potential: nti.LambdaPotential, coupled: Tensor, edge: float, *
     if min(poses, sweeps, moves_per_sweep) < 1 or burn_in < 0:
         raise ValueError("poses, sweeps and moves_per_sweep must be >= 1 and burn_in >= 0")
     generator = torch.Generator().manual_seed(seed)
-    s_nodes, s_weights = map(np.concatenate, zip(*(_gauss_legendre(low, high, n_coupling)
-                                                     for low, high in ((0.0, 0.5), (0.5, 1.0)))))
+    # the charging stage is skipped for an uncharged environment, where ∂c/∂s = 0 on it
+    stages = ((0.0, 0.5), (0.5, 1.0)) if potential.coupling.environment.charged else ((0.0, 0.5),)
+    s_nodes, s_weights = map(np.concatenate, zip(*(_gauss_legendre(low, high, n_coupling) for low, high in stages)))
     lam_nodes, lam_weights = _gauss_legendre(0.0, 1.0, n_correction)
     nodes = sorted([(inverse_schedule(potential, float(s)), "coupling", k) for k, s in enumerate(s_nodes)]
                    + [(float(lam), "correction", k) for k, lam in enumerate(lam_nodes)])
