@@ -133,6 +133,19 @@ def test_lambda_potential_endpoints_and_pose_moves(one_thread, methane):
     torch.testing.assert_close(u_moved, potential.excess(moved, 0.7).detach())
 
 
+def test_walkers_at_full_sterics_stay_in_the_solute_cavity(one_thread, methane):
+    """In water, the strongly coupled nodes sample the solute's own cavity: ⟨∂c/∂s⟩ at the last sterics node is
+    within a few kT of its value at the coupled pose (walkers trapped in the frozen solvent's cores, as when
+    some started at uniform poses, made it hundreds of kT)."""
+    solvated, solute, *_, environment = methane
+    potential = solute_ti.lambda_potential(environment, solvated.temperature)
+    coupled = solute_ti.pack(torch.arange(2), torch.tensor(np.asarray(solvated.positions)[solute]).expand(2, -1, -1))
+    _, details = solute_ti.per_frame_ti(potential, coupled, environment.box_length, n_coupling=3, n_correction=2,
+                                        poses=4, sweeps=8, burn_in=6, moves_per_sweep=2, seed=0)
+    at_pose = solute_ti._coupling_derivative(potential, coupled, details["s_nodes"][2])
+    assert abs(details["mean_dc_ds"][2] - float(at_pose.mean())) < 5.0, (details["mean_dc_ds"], at_pose)
+
+
 def _toy_environment(seed: int = 0, n_environment: int = 40, edge: float = 2.0):
     """A rigid charged dimer (solute) among fixed charged LJ atoms in a cubic PME box: System and two frames."""
     system = openmm.System()
