@@ -205,13 +205,30 @@ def _brute_force(environment, dimer, frame: int, kt: float, n: int = 60_000) -> 
     return float(-(torch.logsumexp(-du, 0) - math.log(n))), float(1 / (weights**2).sum()), coupled
 
 
+def _brute_force_in_sphere(environment, pose: torch.Tensor, frame: int, radius: float, kt: float,
+                           n: int = 40_000) -> float:
+    """ln(V/V_R) − ln ⟨e^{−Δu/kT}⟩ (kT) over Haar-random rotations of ``pose`` ``[n_atoms, 3]`` with its centroid
+    uniform in the ball of ``radius`` (nm) about its own centroid."""
+    generator = torch.Generator().manual_seed(100 + frame)
+    body = solute_ti.pack(torch.full((n,), frame), pose.expand(n, -1, -1))
+    rotated = solute_ti.unpack(_uniform_poses(body, 0.0, generator))[1]  # centroid at the origin
+    direction = torch.randn(n, 1, 3, generator=generator, dtype=pose.dtype)
+    distance = radius * torch.rand(n, 1, 1, generator=generator, dtype=pose.dtype) ** (1 / 3)
+    positions = rotated + pose.mean(0) + distance * direction / direction.norm(dim=-1, keepdim=True)
+    index = torch.full((n,), frame)
+    with torch.no_grad():
+        du = (environment.lennard_jones(index, positions, 1.0) + environment.coulomb(index, positions)) / kt
+    volume_ratio = environment.box_length**3 / (4 / 3 * math.pi * radius**3)
+    return math.log(volume_ratio) - float(torch.logsumexp(-du, 0) - math.log(n))
+
+
 def test_per_frame_ti_matches_brute_force_integration_over_poses(one_thread):
     """ΔF(X) along the learned path (a random, enlarged network term included) equals −ln z(X) by brute force.
 
     A charged dimer among 40 charged LJ atoms binds by 1.2–1.4 kT; the brute-force average over 6·10⁴ uniform
     poses (effective sample size > 2000) is good to ~0.03 kT, and TI with these settings scatters by up to
     ~0.1 kT between seeds, hence 0.15 kT. The walkers start from a pose drawn from the coupled state, as the
-    workflow's MD frames give.
+    workflow's MD frames give. Then with the centroid restrained to a ball about that pose.
     """
     system, frames, dimer = _toy_environment()
     environment = SoluteEnvironment(system, [0, 1], torch.as_tensor(frames))
@@ -227,6 +244,16 @@ def test_per_frame_ti_matches_brute_force_integration_over_poses(one_thread):
                                                 n_correction=3, poses=128, sweeps=25, burn_in=10, seed=1)
     assert min(details["swap_acceptance"]) > 0.3
     np.testing.assert_allclose(per_frame, exact, atol=0.15)
+    # restrained to a 0.3 nm ball about the coupled centroid: the ball's integral plus ln(V/V_R), on the plain
+    # staged path (with the steep network above, the restrained estimates scatter by up to 0.2 kT)
+    restrained = [_brute_force_in_sphere(environment, pose, frame, 0.3, kt) for frame, pose in enumerate(poses)]
+    with torch.no_grad():
+        potential.correction.phi[-1].weight.zero_()
+        potential.correction.phi[-1].bias.zero_()
+    per_frame, details = solute_ti.per_frame_ti(potential, coupled, environment.box_length, n_coupling=4,
+                                                n_correction=2, poses=64, sweeps=25, burn_in=10, radius=0.3, seed=2)
+    assert details["restraint_kT"] == pytest.approx(math.log(8.0 / (4 / 3 * math.pi * 0.027)))
+    np.testing.assert_allclose(per_frame, restrained, atol=0.15)
 
 
 def test_training_reduces_the_loss_and_resumes(one_thread, methane, tmp_path):
@@ -246,7 +273,7 @@ def test_training_reduces_the_loss_and_resumes(one_thread, methane, tmp_path):
 
 def test_workflow_writes_result_and_resumes(one_thread, methane, tmp_path):
     """A tiny end-to-end run: MD frames, training, TI; the rerun reuses frames and training."""
-    solvated, solute, *_ = methane
+    solvated, solute, *_, environment = methane
     options = NeuralTIOptions(n_frames=3, frame_ps=0.01, equilibration_ps=0.01, training_steps=4, batch_size=8,
                               redraws=2, n_coupling=2, n_correction=2, poses=2, sweeps=2, burn_in=1)
     first = neural_ti_hydration(solvated, solute, out=tmp_path, options=options)
@@ -258,3 +285,9 @@ def test_workflow_writes_result_and_resumes(one_thread, methane, tmp_path):
     assert again["md_steps"] == first["md_steps"] and again["dG_kcal_mol"] == pytest.approx(first["dG_kcal_mol"])
     with pytest.raises(ValueError, match="n_frames"):
         NeuralTIOptions(n_frames=1)
+    with pytest.raises(ValueError, match="restraint_radius"):
+        NeuralTIOptions(restraint_radius=0.0)
+    with pytest.raises(ValueError, match="radius must lie"):
+        solute_ti.per_frame_ti(solute_ti.lambda_potential(environment, solvated.temperature),
+                               solute_ti.pack(torch.arange(1), torch.zeros(1, 5, 3, dtype=torch.float64)),
+                               environment.box_length, radius=5.0)

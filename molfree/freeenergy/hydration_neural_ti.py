@@ -48,6 +48,8 @@ class NeuralTIOptions:
         poses: solute walkers per frame and node.
         sweeps, burn_in: replica-exchange sweeps averaged, and discarded first.
         moves_per_sweep: rigid-body Metropolis moves per walker and sweep.
+        restraint_radius: nm; the solute's centroid stays this close to its coupled position during the TI
+            (:func:`~molfree.freeenergy.solute_ti.per_frame_ti`), ``None`` for the whole box.
     """
 
     n_frames: int = 50
@@ -63,6 +65,7 @@ class NeuralTIOptions:
     sweeps: int = 30
     burn_in: int = 15
     moves_per_sweep: int = 3
+    restraint_radius: float | None = 0.2
 
     def __post_init__(self):
         for name in ("n_frames", "training_steps", "batch_size", "redraws", "n_coupling", "n_correction", "poses",
@@ -73,6 +76,8 @@ class NeuralTIOptions:
             raise ValueError(f"n_frames must be >= 2, got {self.n_frames}")
         if not self.frame_ps > 0 or self.equilibration_ps < 0 or self.burn_in < 0 or not self.blur > 0:
             raise ValueError("need frame_ps > 0, equilibration_ps >= 0, burn_in >= 0 and blur > 0")
+        if self.restraint_radius is not None and not self.restraint_radius > 0:
+            raise ValueError(f"restraint_radius must be positive (nm) or None, got {self.restraint_radius!r}")
 
 
 def coupled_frames(system, positions: np.ndarray, temperature: float, n_frames: int, frame_ps: float,
@@ -198,7 +203,8 @@ def neural_ti_hydration(solute="methane", solute_atoms: Sequence[int] | None = N
     estimate = solute_ti.estimate(potential, coupled, environment.box_length, sum(constants.values()) / kt,
                                   n_coupling=options.n_coupling, n_correction=options.n_correction,
                                   poses=options.poses, sweeps=options.sweeps, burn_in=options.burn_in,
-                                  moves_per_sweep=options.moves_per_sweep, seed=seed, progress=progress)
+                                  moves_per_sweep=options.moves_per_sweep, radius=options.restraint_radius,
+                                  seed=seed, progress=progress)
     kcal = kt * units.KJ_TO_KCAL
     document = {"solute": name, "method": "neural-ti", "temperature_K": temperature,
                 "dG_kcal_mol": estimate.delta_f * kcal, "error_kcal_mol": estimate.error * kcal,
@@ -225,6 +231,8 @@ def _report(document: dict, description: str) -> str:
          f"{per_frame.std():.2f} kT (the exponential average over frames is reliable while this std is a few kT)"),
         (f"- coupling part {document['coupling_part']:.3f} kT, network part {document['correction_part']:.3f} kT "
          f"(frame means); stage boundary (sterics → electrostatics) at λ = {document['stage_boundary']:.4f}"),
+        (f"- centroid restraint radius {document['restraint_radius']} nm, adding ln(V/V_R) = "
+         f"{document['restraint_kT']:.3f} kT per frame"),
         (f"- {document['n_nodes']} nodes, {document['burn_in']} + {document['sweeps']} replica-exchange sweeps; "
          f"move acceptance {min(document['move_acceptance']):.2f}–{max(document['move_acceptance']):.2f}, "
          f"neighbour swap acceptance ≥ {min(document['swap_acceptance']):.2f}"),
