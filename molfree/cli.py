@@ -73,7 +73,8 @@ def _cmd_solvation(args: argparse.Namespace) -> None:
     options = SamplingOptions(iterations=args.iterations, steps_per_iteration=args.steps_per_iteration,
                               equilibration_steps=args.equilibration_steps, threads=args.threads, seed=args.seed)
     if args.method != "mbar":  # checked before any sampling: `both` runs MBAR first
-        neural_options = NeuralTIOptions(n_frames=args.frames, training_steps=args.training_steps)
+        neural_options = NeuralTIOptions(n_frames=args.frames, n_decoupled_frames=args.frames,
+                                         training_steps=args.training_steps)
     if args.solute_file:
         solute, atoms = solute_from_file(args.solute_file, args.forcefield or [])
         name = Path(args.solute_file).stem
@@ -412,10 +413,10 @@ def build_parser() -> argparse.ArgumentParser:
     solvation.add_argument("--forcefield", nargs="+", help="OpenMM force-field XML file(s) for --solute-file")
     solvation.add_argument("--solvent", default="tip3p", help="solvent model (default: tip3p)")
     solvation.add_argument("--method", default="mbar", choices=("mbar", "neural-ti", "both"),
-                           help="mbar: decoupling by HREX; neural-ti: learned λ-path from coupled MD frames "
+                           help="mbar: decoupling by HREX; neural-ti: learned λ-path from endpoint MD frames "
                                 "(rigid solute); both: side by side (default: mbar)")
-    solvation.add_argument("--frames", type=int, default=50, help="neural TI: coupled MD frames, 1 ps apart "
-                                                                   "(default: 50)")
+    solvation.add_argument("--frames", type=int, default=50, help="neural TI: coupled and decoupled MD frames, "
+                                                                   "each, 1 ps apart (default: 50)")
     solvation.add_argument("--training-steps", type=int, default=400,
                            help="neural TI: score-matching steps (default: 400)")
     solvation.add_argument("--iterations", type=int, default=1000, help="replica-exchange iterations (default: 1000)")

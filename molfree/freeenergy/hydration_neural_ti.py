@@ -1,12 +1,14 @@
-"""Hydration free energy by neural TI (:mod:`molfree.freeenergy.solute_ti`) from coupled MD frames alone.
+"""Hydration free energy by neural TI (:mod:`molfree.freeenergy.solute_ti`) from endpoint MD frames alone.
 
 Steps, each cached in the run directory's ``neural-ti/`` folder so that a rerun resumes:
 
 1. ``frames.npz``: MD of the fully coupled solvated system (LangevinMiddleIntegrator, the
    :class:`~molfree.freeenergy.hydration.SamplingOptions` time step, friction and platform), one frame every
-   ``frame_ps`` after ``equilibration_ps``; saved every ten frames.
-2. ``training.pt``: u_θ trained by paired target score matching (checkpointed, resumed).
-3. ``result.json``, ``report.md``, ``neural-ti.png`` (training loss, ⟨∂u/∂λ⟩ along λ, per-frame ΔF(X)).
+   ``frame_ps`` after ``equilibration_ps``; saved every ten frames. ``frames-decoupled.npz``: the same with
+   the solute decoupled (:func:`decoupled_system`), for the two-sided estimate. Nothing is simulated at
+   intermediate λ.
+2. ``training.pt``: u_θ trained by paired target score matching on the coupled frames (checkpointed, resumed).
+3. ``result.json``, ``report.md``, ``neural-ti.png`` (training loss, ⟨∂u/∂λ⟩ along λ, per-frame works).
 
 ΔG_hyd (kcal/mol) = ΔF · kT, ΔF = F_coupled − F_decoupled of the solvent leg; the gas leg is exactly zero.
 """
@@ -27,6 +29,7 @@ import torch
 from .. import units
 from ..io import atomic_write_bytes, atomic_write_text, write_json
 from . import solute_ti
+from .alchemy import LAMBDA_ELECTROSTATICS, LAMBDA_STERICS, alchemical_system
 from .hydration import SamplingOptions, constrain_hydrogen_bonds, resolve_solute
 from .solute_environment import SoluteEnvironment
 
@@ -36,7 +39,9 @@ class NeuralTIOptions:
     """Settings of :func:`neural_ti_hydration`.
 
     Attributes:
-        n_frames: coupled MD frames (the samples of the exponential average over X).
+        n_frames: coupled MD frames.
+        n_decoupled_frames: frames of MD with the solute decoupled, for the two-sided (BAR) estimate; 0: the
+            one-sided exponential average over coupled frames only.
         frame_ps: MD time between frames, ps.
         equilibration_ps: MD before the first frame, ps.
         training_steps: target-score-matching steps (batch ``batch_size``).
@@ -53,6 +58,7 @@ class NeuralTIOptions:
     """
 
     n_frames: int = 50
+    n_decoupled_frames: int = 50
     frame_ps: float = 1.0
     equilibration_ps: float = 20.0
     training_steps: int = 400
@@ -72,15 +78,27 @@ class NeuralTIOptions:
                      "sweeps", "moves_per_sweep"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
-        if self.n_frames < 2:
-            raise ValueError(f"n_frames must be >= 2, got {self.n_frames}")
+        if self.n_frames < 2 or self.n_decoupled_frames == 1 or self.n_decoupled_frames < 0:
+            raise ValueError(f"n_frames must be >= 2 and n_decoupled_frames 0 or >= 2, got {self.n_frames} and "
+                             f"{self.n_decoupled_frames}")
         if not self.frame_ps > 0 or self.equilibration_ps < 0 or self.burn_in < 0 or not self.blur > 0:
             raise ValueError("need frame_ps > 0, equilibration_ps >= 0, burn_in >= 0 and blur > 0")
         if self.restraint_radius is not None and not self.restraint_radius > 0:
             raise ValueError(f"restraint_radius must be positive (nm) or None, got {self.restraint_radius!r}")
 
 
-def coupled_frames(system, positions: np.ndarray, temperature: float, n_frames: int, frame_ps: float,
+def decoupled_system(system, solute_atoms: Sequence[int]):
+    """A copy of ``system`` with the solute's interactions with everything else switched off (its own kept): the
+    alchemical System of :func:`~molfree.freeenergy.alchemy.alchemical_system` with both λ defaults at 0."""
+    alchemical = alchemical_system(system, solute_atoms)
+    for force in alchemical.getForces():
+        for k in range(getattr(force, "getNumGlobalParameters", lambda: 0)()):
+            if force.getGlobalParameterName(k) in (LAMBDA_STERICS, LAMBDA_ELECTROSTATICS):
+                force.setGlobalParameterDefaultValue(k, 0.0)
+    return alchemical
+
+
+def md_frames(system, positions: np.ndarray, temperature: float, n_frames: int, frame_ps: float,
                    equilibration_ps: float, path: str | os.PathLike, sampling: SamplingOptions,
                    progress: bool = False) -> tuple[np.ndarray, int]:
     """``[n_frames, N, 3]`` positions (nm; molecules whole) from MD of ``system``, and the MD steps taken.
@@ -154,9 +172,13 @@ def _plot(path: Path, losses: list[float], estimate, kcal: float) -> None:
     axes[1].axvline(0.5, color="grey", ls=":")
     axes[1].set(xlabel="s or λ", ylabel="integrand (kT)", yscale="symlog", title="TI integrands")
     axes[1].legend(fontsize=8)
-    axes[2].hist(np.asarray(details["per_frame"]) * kcal, bins=30)
+    shift = details["restraint_kT"] if "per_frame_decoupled" in details else 0.0
+    axes[2].hist((np.asarray(details["per_frame"]) - shift) * kcal, bins=30, alpha=0.6, label="coupled frames")
+    if "per_frame_decoupled" in details:
+        axes[2].hist((np.asarray(details["per_frame_decoupled"]) - shift) * kcal, bins=30, alpha=0.6,
+                     label="decoupled frames")
     axes[2].axvline(estimate.delta_f * kcal, color="k", label="ΔG_hyd")
-    axes[2].set(xlabel="ΔF(X) (kcal/mol)", ylabel="frames", title="per-frame insertion free energy")
+    axes[2].set(xlabel="per-frame work (kcal/mol)", ylabel="frames", title="per-frame insertion work")
     axes[2].legend()
     fig.tight_layout()
     buffer = io.BytesIO()
@@ -188,12 +210,18 @@ def neural_ti_hydration(solute="methane", solute_atoms: Sequence[int] | None = N
     system = copy.deepcopy(solvated.system)
     constrain_hydrogen_bonds(system, solute_atoms)
     temperature = solvated.temperature
-    frames, md_steps = coupled_frames(system, solvated.positions, temperature, options.n_frames, options.frame_ps,
-                                      options.equilibration_ps, folder / "frames.npz", sampling, progress)
+    frames, md_steps = md_frames(system, solvated.positions, temperature, options.n_frames, options.frame_ps,
+                                 options.equilibration_ps, folder / "frames.npz", sampling, progress)
+    if options.n_decoupled_frames:
+        ghost, ghost_steps = md_frames(decoupled_system(system, solute_atoms), solvated.positions, temperature,
+                                       options.n_decoupled_frames, options.frame_ps, options.equilibration_ps,
+                                       folder / "frames-decoupled.npz", sampling, progress)
+        frames, md_steps = np.concatenate([frames, ghost]), md_steps + ghost_steps
     environment_atoms = [i for i in range(frames.shape[1]) if i not in set(solute_atoms)]
     frames_t = torch.as_tensor(frames, dtype=torch.float64)
     environment = SoluteEnvironment(system, solute_atoms, frames_t[:, environment_atoms])
-    coupled = solute_ti.pack(torch.arange(len(frames)), frames_t[:, solute_atoms])
+    configurations = solute_ti.pack(torch.arange(len(frames)), frames_t[:, solute_atoms])
+    coupled, decoupled = configurations[:options.n_frames], configurations[options.n_frames:]
     potential = solute_ti.lambda_potential(environment, temperature)
     losses = solute_ti.train(potential, coupled, blur=options.blur, redraws=options.redraws,
                              steps=options.training_steps, batch_size=options.batch_size, seed=seed,
@@ -201,6 +229,7 @@ def neural_ti_hydration(solute="methane", solute_atoms: Sequence[int] | None = N
     constants = environment.openmm_constants(system, frames[0])
     kt = units.kT(temperature)
     estimate = solute_ti.estimate(potential, coupled, environment.box_length, sum(constants.values()) / kt,
+                                  decoupled=decoupled if options.n_decoupled_frames else None,
                                   n_coupling=options.n_coupling, n_correction=options.n_correction,
                                   poses=options.poses, sweeps=options.sweeps, burn_in=options.burn_in,
                                   moves_per_sweep=options.moves_per_sweep, radius=options.restraint_radius,
@@ -227,8 +256,12 @@ def _report(document: dict, description: str) -> str:
         f"# Hydration free energy of {document['solute']} by neural TI", "", description, "",
         (f"ΔG_hyd = {document['dG_kcal_mol']:.2f} ± {document['error_kcal_mol']:.2f} kcal/mol "
          f"(ΔF = {document['delta_f_kT']:.3f} ± {document['error_kT']:.3f} kT, {document['temperature_K']:g} K)"), "",
-        (f"- {per_frame.size} coupled frames; per-frame ΔF(X): mean {per_frame.mean():.2f} kT, std "
-         f"{per_frame.std():.2f} kT (the exponential average over frames is reliable while this std is a few kT)"),
+        (f"- {per_frame.size} coupled frames; per-frame work: mean {per_frame.mean():.2f} kT, std "
+         f"{per_frame.std():.2f} kT (a one-sided exponential average over frames is reliable while this std is a "
+         f"few kT); one-sided estimate from them: {document['exp_coupled_kT']:.3f} kT"),
+        *([(f"- {document['n_decoupled']} decoupled frames; one-sided estimate from them "
+            f"{document['exp_decoupled_kT']:.3f} kT; the result is BAR over both sets")]
+          if "n_decoupled" in document else []),
         (f"- coupling part {document['coupling_part']:.3f} kT, network part {document['correction_part']:.3f} kT "
          f"(frame means); stage boundary (sterics → electrostatics) at λ = {document['stage_boundary']:.4f}"),
         (f"- centroid restraint radius {document['restraint_radius']} nm, adding ln(V/V_R) = "
@@ -239,5 +272,5 @@ def _report(document: dict, description: str) -> str:
         f"- position-independent terms (kJ/mol): {json.dumps(document['constants_kJ_mol'])}",
         (f"- cost: {document['md_steps']} MD steps of the full system, {document['solute_energy_evaluations']} "
          f"solute–environment evaluations of u_θ; wall {document['wall_seconds']:.0f} s"),
-        "", "Files: result.json, neural-ti.png, frames.npz, training.pt, losses.npy.", ""]
+        "", "Files: result.json, neural-ti.png, frames.npz, frames-decoupled.npz, training.pt, losses.npy.", ""]
     return "\n".join(lines)

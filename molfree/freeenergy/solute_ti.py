@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from .. import units
 from . import neural_ti as nti
-from .estimators import FreeEnergyResult, exp, gauss_legendre_lambdas, quadrature_weights
+from .estimators import FreeEnergyResult, bar, exp, gauss_legendre_lambdas, quadrature_weights
 from .solute_environment import SoluteEnvironment
 
 
@@ -200,9 +200,9 @@ def _correction_derivative(potential: nti.LambdaPotential, x: Tensor, lam: float
 
 def per_frame_ti(potential: nti.LambdaPotential, coupled: Tensor, edge: float, *, n_coupling: int = 8,
                  n_correction: int = 8, poses: int = 8, sweeps: int = 40, burn_in: int = 20,
-                 moves_per_sweep: int = 4, radius: float | None = None, seed: int = 0,
-                 progress: bool = False) -> tuple[np.ndarray, dict]:
-    """ΔF(X) (kT) for every coupled configuration ``[F, n + 1, 3]`` and the details of the quadrature.
+                 moves_per_sweep: int = 4, radius: float | None = None, anchors: Tensor | None = None,
+                 seed: int = 0, progress: bool = False) -> tuple[np.ndarray, dict]:
+    """ΔF(X) (kT) for every configuration ``[F, n + 1, 3]`` and the details of the quadrature.
 
     ΔF(X) = ∫₀¹ ⟨∂c/∂s⟩_{λ(s)} ds + ∫₀¹ ⟨∂[λ(1 − λ) g_θ]/∂λ⟩_λ dλ, both averages under u_θ(·, λ) in the frame:
     the coupling term is integrated in s (``n_coupling`` Gauss–Legendre nodes on each stage, s ∈ [0, ½] and,
@@ -220,13 +220,14 @@ def per_frame_ti(potential: nti.LambdaPotential, coupled: Tensor, edge: float, *
     ``burn_in`` sweeps adapt the step sizes (towards 40 % acceptance) and are discarded; ``sweeps`` more are
     averaged.
 
-    ``radius`` (nm): the solute's centroid is kept within this distance of its coupled position (a flat-bottom
-    restraint) at every node, and ln(V/V_R) (V the box, V_R the ball) is added: z(X) is then the integral over
-    the ball, which is exact while the coupled solute in its frozen frame never strays that far from where MD
-    left it (other cavities of the frozen solvent are left out). Without a restraint, the solute must localise
-    from the whole box into its cavity along the path, a binding transition the exchanges cross slowly
-    (walkers started in the cavity stay there at intermediate coupling, which biased methane's ΔF(X) low by
-    about 1.5 kT).
+    ``radius`` (nm): the solute's centroid is kept within this distance of an anchor a (``anchors`` ``[F, 3]``
+    nm; default: each configuration's own centroid) at every node, a flat-bottom restraint, and the result is
+    w(X, a) = −ln[(1/V) ∫_{ball(a)} e^{−Δu(X, g)} dg] = ln(V/V_R) − ln⟨e^{−Δu}⟩_{ball(a)} (V the box, V_R the
+    ball): ΔF(X) itself while the coupled solute in its frozen frame never strays that far from its anchor
+    (other cavities of the frozen solvent are left out; :func:`estimate` also has an exact two-sided use).
+    Without a restraint, the solute must localise from the whole box into its cavity along the path, a binding
+    transition the exchanges cross slowly (walkers started in the cavity stay there at intermediate coupling,
+    which biased methane's ΔF(X) low by about 1.5 kT).
     """
     from tqdm import tqdm
 
@@ -243,7 +244,10 @@ def per_frame_ti(potential: nti.LambdaPotential, coupled: Tensor, edge: float, *
                    + [(float(lam), "correction", k) for k, lam in enumerate(lam_nodes)])
     lams = [lam for lam, _, _ in nodes]
     start = coupled.repeat_interleave(poses, 0)
-    anchor = start[:, :-1].mean(1)
+    anchor = (coupled[:, :-1].mean(1) if anchors is None else torch.as_tensor(anchors, dtype=coupled.dtype)
+              ).repeat_interleave(poses, 0)
+    if radius is not None and not bool(((start[:, :-1].mean(1) - anchor).norm(dim=-1) <= radius).all()):
+        raise ValueError("every configuration's centroid must lie within radius of its anchor")
     x = [start.clone() for _ in nodes]
     u = [_excess(potential, walkers, lam) for walkers, lam in zip(x, lams)]
     translation, angle = [0.1] * len(nodes), [0.5] * len(nodes)
@@ -290,26 +294,59 @@ def per_frame_ti(potential: nti.LambdaPotential, coupled: Tensor, edge: float, *
     return s_weights @ coupling_sums + lam_weights @ correction_sums + restraint, details
 
 
-def estimate(potential: nti.LambdaPotential, coupled: Tensor, edge: float, constants_kt: float, *,
-             n_coupling: int = 8, n_correction: int = 8, poses: int = 8, sweeps: int = 40, burn_in: int = 20,
-             moves_per_sweep: int = 4, radius: float | None = None, seed: int = 0,
-             progress: bool = False) -> FreeEnergyResult:
-    """ΔF = F_coupled − F_decoupled (kT) = ln⟨e^{ΔF(X)}⟩ + ``constants_kt``, with the delta-method error over frames.
+def _ball_points(centres: Tensor, radius: float, generator: torch.Generator) -> Tensor:
+    """Points uniform in the balls of ``radius`` (nm) about ``centres`` ``[F, 3]``."""
+    direction = torch.randn(centres.shape, generator=generator, dtype=centres.dtype)
+    distance = radius * torch.rand(centres.shape[0], 1, generator=generator, dtype=centres.dtype) ** (1 / 3)
+    return centres + distance * direction / direction.norm(dim=-1, keepdim=True)
 
-    ``details`` holds the per-frame ΔF(X), the quadrature, the acceptance and the u_θ evaluations used.
+
+def estimate(potential: nti.LambdaPotential, coupled: Tensor, edge: float, constants_kt: float, *,
+             decoupled: Tensor | None = None, n_coupling: int = 8, n_correction: int = 8, poses: int = 8,
+             sweeps: int = 40, burn_in: int = 20, moves_per_sweep: int = 4, radius: float | None = None,
+             seed: int = 0, progress: bool = False) -> FreeEnergyResult:
+    """ΔF = F_coupled − F_decoupled (kT), with its error over frames, plus ``constants_kt``.
+
+    One-sided (``decoupled=None``): ln⟨e^{w(X)}⟩ over coupled frames with w from :func:`per_frame_ti`
+    anchored at each frame's solute (exact without a restraint; with one, as exact as its radius is
+    generous), delta-method error.
+
+    Two-sided (``decoupled`` ``[F₀, n + 1, 3]``: frames of MD with the solute decoupled, its ghost where that
+    MD left it): BAR between the extended states (X, a), where the anchor a is the ghost's centroid (uniform
+    in the box, independent of X) for decoupled frames and a point uniform in the ball about the solute's
+    centroid for coupled ones. Their density ratio is exactly e^{−w'(X, a)}·e^{ΔF} with
+    w' = −ln⟨e^{−Δu}⟩_{ball(a)} = w − ln(V/V_R), so BAR on w' (forward from decoupled, reverse from coupled
+    frames) is exact whatever the radius, and needs only the two sets of w' to overlap, where the one-sided
+    average needs the coupled frames to sample the rare frames that dominate ⟨e^{w}⟩.
+
+    ``details`` holds the per-frame w, the one-sided estimates, the quadrature, acceptance and evaluations.
     """
     start = time.perf_counter()
-    per_frame, details = per_frame_ti(potential, coupled, edge, n_coupling=n_coupling, n_correction=n_correction,
-                                      poses=poses, sweeps=sweeps, burn_in=burn_in, moves_per_sweep=moves_per_sweep,
-                                      radius=radius, seed=seed, progress=progress)
-    combined = exp(-per_frame)
+    frames = coupled if decoupled is None else torch.cat([coupled, decoupled])
+    anchors = frames[:, :-1].mean(1)
+    if decoupled is not None and radius is not None:
+        anchors[:coupled.shape[0]] = _ball_points(anchors[:coupled.shape[0]], radius,
+                                                  torch.Generator().manual_seed(seed + 1))
+    works, details = per_frame_ti(potential, frames, edge, n_coupling=n_coupling, n_correction=n_correction,
+                                  poses=poses, sweeps=sweeps, burn_in=burn_in, moves_per_sweep=moves_per_sweep,
+                                  radius=radius, anchors=anchors, seed=seed, progress=progress)
+    per_frame = works[:coupled.shape[0]]
+    one_sided = exp(-per_frame, "reverse")
+    details = {**details, "per_frame": per_frame.tolist(), "exp_coupled_kT": one_sided.delta_f + constants_kt,
+               "constants_kT": constants_kt}
+    combined = one_sided
+    if decoupled is not None:
+        shift = details["restraint_kT"]  # w' = w − ln(V/V_R)
+        forward = works[coupled.shape[0]:] - shift
+        combined = bar(forward, -(per_frame - shift))
+        details.update({"per_frame_decoupled": (forward + shift).tolist(),
+                        "exp_decoupled_kT": exp(forward).delta_f + constants_kt, "n_decoupled": int(forward.size)})
     # per sweep and walker: the moves, ~1 exchange evaluation, and (in production) one derivative (a forward and
     # a backward pass, counted as 2)
-    evaluations = details["n_nodes"] * coupled.shape[0] * poses * (
+    evaluations = details["n_nodes"] * frames.shape[0] * poses * (
         (burn_in + sweeps) * (moves_per_sweep + 1) + 2 * sweeps)
-    return FreeEnergyResult(-combined.delta_f + constants_kt, combined.error, "neural-ti", int(per_frame.size),
-                            {**details, "per_frame": per_frame.tolist(), "constants_kT": constants_kt,
-                             "solute_energy_evaluations": evaluations,
+    return FreeEnergyResult(combined.delta_f + constants_kt, combined.error, "neural-ti", int(works.size),
+                            {**details, "solute_energy_evaluations": evaluations,
                              "wall_seconds": time.perf_counter() - start})
 
 
