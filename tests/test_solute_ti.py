@@ -16,7 +16,7 @@ from openmm import unit
 from molfree import systems, units
 from molfree.freeenergy import solute_ti
 from molfree.freeenergy.alchemy import alchemical_system
-from molfree.freeenergy.hydration_neural_ti import NeuralTIOptions, neural_ti_hydration
+from molfree.freeenergy.hydration_neural_ti import NeuralTIOptions, decoupled_system, neural_ti_hydration
 from molfree.freeenergy.solute_environment import SoluteEnvironment, copy_system
 
 REFERENCE = openmm.Platform.getPlatformByName("Reference")
@@ -131,6 +131,51 @@ def test_lambda_potential_endpoints_and_pose_moves(one_thread, methane):
     assert torch.equal(moved[:, -1], x[:, -1])
     torch.testing.assert_close(torch.cdist(moved[:, :-1], moved[:, :-1]), torch.cdist(y, y))
     torch.testing.assert_close(u_moved, potential.excess(moved, 0.7).detach())
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.6, 1.0])
+def test_learned_path_as_an_openmm_force_on_the_decoupled_system(one_thread, methane, lam):
+    """decoupled System + NeuralTIForce(u_θ on the whole System): at λ = 1 the coupled System's energy (less the
+    position-independent constants) and forces, at 0 the decoupled one's, and kT·u_θ with −∇u_θ at any λ."""
+    from molfree.openmm import NeuralTIForce
+
+    solvated, solute, environment_atoms, frames, environment = methane
+    torch.manual_seed(0)
+    potential = solute_ti.lambda_potential(environment, solvated.temperature)
+    with torch.no_grad():
+        potential.schedule.raw.copy_(torch.linspace(-1, 1, potential.schedule.raw.numel(), dtype=torch.float64))
+    positions = np.asarray(solvated.positions).copy()
+    positions[environment_atoms] = frames[1]
+    in_system = solute_ti.system_potential(potential)
+    system = decoupled_system(solvated.system, solute)
+    system.addForce(NeuralTIForce(in_system, solvated.temperature, lam=lam, periodic=True))
+    learned = _energy_forces(system, positions)
+    x = torch.tensor(positions).unsqueeze(0)
+    u, force = in_system.score(x, lam)
+    kt = units.kT(solvated.temperature)
+    decoupled = _energy_forces(decoupled_system(solvated.system, solute), positions)
+    assert learned[0] - decoupled[0] == pytest.approx(kt * float(u[0]), abs=1e-6)
+    np.testing.assert_allclose(learned[1] - decoupled[1], kt * force[0].numpy(), atol=1e-6)
+    # the frozen-frame potential gives the same energy for this configuration
+    with torch.no_grad():
+        frozen = potential.excess(solute_ti.pack(torch.tensor([1]), x[:, solute]), lam)
+    assert float(frozen[0]) == pytest.approx(float(u[0]), abs=1e-9)
+    if lam == 1.0:
+        constants = sum(environment.openmm_constants(solvated.system, positions).values())
+        coupled = _energy_forces(solvated.system, positions)
+        assert learned[0] + constants == pytest.approx(coupled[0], abs=5e-3)
+        np.testing.assert_allclose(learned[1], coupled[1], atol=0.1)
+    if lam == 0.0:
+        assert learned[0] == pytest.approx(decoupled[0], abs=1e-6)
+
+
+def _energy_forces(system, positions: np.ndarray) -> tuple[float, np.ndarray]:
+    """(energy kJ/mol, forces [N, 3] kJ/mol/nm) of ``system`` at ``positions`` on the Reference platform."""
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), REFERENCE)
+    context.setPositions(positions * unit.nanometer)
+    state = context.getState(getEnergy=True, getForces=True)
+    return (state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole),
+            state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer))
 
 
 def test_walkers_at_full_sterics_stay_in_the_solute_cavity(one_thread, methane):

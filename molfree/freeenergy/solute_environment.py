@@ -18,6 +18,7 @@ the solute's orientation to within the PME error). Energies are kJ/mol unless a 
 """
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 
@@ -148,14 +149,28 @@ class SoluteEnvironment(nn.Module):
                                else (torch.zeros(0, 3, dtype=torch.float64), torch.zeros(0, dtype=torch.float64)))
         self.register_buffer("kvectors", kvectors, persistent=False)
         self.register_buffer("reciprocal_prefactor", prefactor, persistent=False)
-        phase = frames @ kvectors.T  # [F, M, K]
-        charge = self.environment_charge.view(1, -1, 1)
-        self.register_buffer("environment_cos", (charge * torch.cos(phase)).sum(1), persistent=False)
-        self.register_buffer("environment_sin", (charge * torch.sin(phase)).sum(1), persistent=False)
+        environment_cos, environment_sin = self.structure_factors(frames)
+        self.register_buffer("environment_cos", environment_cos, persistent=False)
+        self.register_buffer("environment_sin", environment_sin, persistent=False)
 
     @property
     def n_frames(self) -> int:
         return self.frames.shape[0]
+
+    def structure_factors(self, frames: Tensor) -> tuple[Tensor, Tensor]:
+        """(Σ_j q_j cos k·r_j, Σ_j q_j sin k·r_j) ``[F, K]`` of environment positions ``frames`` ``[F, M, 3]``."""
+        phase = frames @ self.kvectors.T  # [F, M, K]
+        charge = self.environment_charge.view(1, -1, 1)
+        return (charge * torch.cos(phase)).sum(1), (charge * torch.sin(phase)).sum(1)
+
+    def with_frames(self, frames: Tensor) -> SoluteEnvironment:
+        """A shallow copy that evaluates in ``frames`` ``[F, M, 3]`` (nm) instead of the stored ones, differentiably
+        in them (for forces on the environment)."""
+        view = copy.copy(self)
+        view._buffers = dict(self._buffers)
+        view.frames = frames
+        view.environment_cos, view.environment_sin = self.structure_factors(frames)
+        return view
 
     def _reciprocal_lattice(self) -> tuple[Tensor, Tensor]:
         """Half-space k-vectors ``[K, 3]`` (1/nm) and 2·4π k_e e^{−k²/4α²}/(V k²) for the cross term."""

@@ -29,6 +29,7 @@ the index of the environment frame (column 0, as a float); :func:`pack` and :fun
 """
 from __future__ import annotations
 
+import copy
 import math
 import time
 
@@ -119,6 +120,34 @@ def lambda_potential(environment: SoluteEnvironment, temperature: float, hidden:
     correction = SolutePairCorrection(environment, correction_cutoff, hidden)
     return nti.LambdaPotential(nti.zero_potential, lambda x: coupling(x, 1.0), correction, coupling=coupling,
                                schedule=schedule)
+
+
+class _InSystem(nn.Module):
+    """``module`` (:class:`StagedCoupling` or :class:`SolutePairCorrection`) on positions of the whole System
+    ``[B, N, 3]`` (nm), its environment taken live from them instead of from the stored frames."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: Tensor, *args) -> Tensor:
+        environment = self.module.environment
+        view = copy.copy(self.module)
+        view._modules = dict(self.module._modules)
+        view.environment = environment.with_frames(x[:, environment.environment_atoms])
+        return view(pack(torch.arange(x.shape[0]), x[:, environment.solute_atoms]), *args)
+
+
+def system_potential(potential: nti.LambdaPotential) -> nti.LambdaPotential:
+    """A trained solute u_θ − u₀ on positions of the whole System ``[B, N, 3]`` (nm, System order), sharing its
+    parameters, with the environment live and differentiable: added as :class:`molfree.openmm.NeuralTIForce` to
+    :func:`~molfree.freeenergy.hydration_neural_ti.decoupled_system`, it gives MD of the learned path at any
+    ``lambda`` (at 1, the coupled System less the constants of
+    :meth:`~molfree.freeenergy.solute_environment.SoluteEnvironment.openmm_constants`).
+    """
+    coupling, correction = _InSystem(potential.coupling), _InSystem(potential.correction)
+    return nti.LambdaPotential(nti.zero_potential, lambda x: coupling(x, 1.0), correction, coupling=coupling,
+                               schedule=potential.schedule)
 
 
 def _displaced(x: Tensor, width: float, generator: torch.Generator) -> Tensor:
