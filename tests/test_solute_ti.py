@@ -136,7 +136,11 @@ def test_lambda_potential_endpoints_and_pose_moves(one_thread, methane):
 @pytest.mark.parametrize("lam", [0.0, 0.6, 1.0])
 def test_learned_path_as_an_openmm_force_on_the_decoupled_system(one_thread, methane, lam):
     """decoupled System + NeuralTIForce(u_θ on the whole System): at λ = 1 the coupled System's energy (less the
-    position-independent constants) and forces, at 0 the decoupled one's, and kT·u_θ with −∇u_θ at any λ."""
+    position-independent constants) and forces, at 0 the decoupled one's, and kT·u_θ with −∇u_θ at any λ (also
+    through NeuralTICalculator)."""
+    from ase import Atoms
+
+    from molfree.ase import NeuralTICalculator
     from molfree.openmm import NeuralTIForce
 
     solvated, solute, environment_atoms, frames, environment = methane
@@ -167,6 +171,9 @@ def test_learned_path_as_an_openmm_force_on_the_decoupled_system(one_thread, met
         np.testing.assert_allclose(learned[1], coupled[1], atol=0.1)
     if lam == 0.0:
         assert learned[0] == pytest.approx(decoupled[0], abs=1e-6)
+    atoms = Atoms(numbers=[1] * len(positions), positions=positions / units.ANGSTROM_TO_NM)
+    atoms.calc = NeuralTICalculator(in_system, solvated.temperature, lam=lam)
+    assert atoms.get_potential_energy() == pytest.approx(kt * float(u[0]) * units.KJ_PER_MOL_TO_EV, abs=1e-9)
 
 
 def _energy_forces(system, positions: np.ndarray) -> tuple[float, np.ndarray]:
