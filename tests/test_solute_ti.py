@@ -139,7 +139,6 @@ def test_learned_path_as_an_openmm_force_on_the_decoupled_system(one_thread, met
     position-independent constants) and forces, at 0 the decoupled one's, and kT·u_θ with −∇u_θ at any λ (also
     through NeuralTICalculator)."""
     from ase import Atoms
-
     from molfree.ase import NeuralTICalculator
     from molfree.openmm import NeuralTIForce
 
