@@ -19,8 +19,11 @@ monotone schedule and g_θ a solute–environment pair network, so u_θ equals t
 and 1 by construction. u_θ is trained by paired target score matching on the solute's coupled score, with
 the solute displaced by a Gaussian blur that shrinks as λ → 1 (:func:`train`); nothing is simulated at
 intermediate λ for training. ΔF(X) is then integrated (:func:`per_frame_ti`) with replica exchange of the
-rigid solute over the quadrature nodes within each frame, and position-independent terms (the dispersion
-correction and the solute's interaction with its own images) are added from OpenMM. The gas leg of the
+rigid solute over the quadrature nodes within each frame (optionally restrained to a ball about an anchor),
+the frames are combined one-sided or, with frames of the decoupled state too, by BAR (:func:`estimate`), and
+position-independent terms (the dispersion correction and the solute's interaction with its own images) are
+added from OpenMM. :func:`system_potential` puts a trained u_θ on a whole System (OpenMM force, ASE
+calculator). The gas leg of the
 decoupling is exactly zero (:mod:`molfree.freeenergy.alchemy` keeps intra-solute interactions), so
 ΔG_hyd = ΔF · kT.
 
