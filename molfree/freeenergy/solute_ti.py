@@ -351,7 +351,9 @@ def estimate(potential: nti.LambdaPotential, coupled: Tensor, edge: float, const
     frames) is exact whatever the radius, and needs only the two sets of w' to overlap, where the one-sided
     average needs the coupled frames to sample the rare frames that dominate ⟨e^{w}⟩.
 
-    ``details`` holds the per-frame w, the one-sided estimates, the quadrature, acceptance and evaluations.
+    ``details`` holds the per-frame w, the one-sided estimates (with ``decoupled`` and a restraint, the coupled
+    frames' w are about jittered anchors, so their one-sided figure is a diagnostic only), the quadrature,
+    acceptance and evaluations.
     """
     start = time.perf_counter()
     frames = coupled if decoupled is None else torch.cat([coupled, decoupled])
