@@ -260,7 +260,9 @@ def _report(document: dict, description: str) -> str:
          f"{per_frame.std():.2f} kT (a one-sided exponential average over frames is reliable while this std is a "
          f"few kT); one-sided estimate from them: {document['exp_coupled_kT']:.3f} kT"),
         *([(f"- {document['n_decoupled']} decoupled frames; one-sided estimate from them "
-            f"{document['exp_decoupled_kT']:.3f} kT; the result is BAR over both sets")]
+            f"{document['exp_decoupled_kT']:.3f} kT; the result is BAR over both sets"
+            + ("" if document["works_overlap"] else ", whose works do not overlap: BAR only extrapolates (error "
+               "infinite); more frames are needed"))]
           if "n_decoupled" in document else []),
         (f"- coupling part {document['coupling_part']:.3f} kT, network part {document['correction_part']:.3f} kT "
          f"(frame means); stage boundary (sterics → electrostatics) at λ = {document['stage_boundary']:.4f}"),

@@ -349,7 +349,8 @@ def estimate(potential: nti.LambdaPotential, coupled: Tensor, edge: float, const
     centroid for coupled ones. Their density ratio is exactly e^{−w'(X, a)}·e^{ΔF} with
     w' = −ln⟨e^{−Δu}⟩_{ball(a)} = w − ln(V/V_R), so BAR on w' (forward from decoupled, reverse from coupled
     frames) is exact whatever the radius, and needs only the two sets of w' to overlap, where the one-sided
-    average needs the coupled frames to sample the rare frames that dominate ⟨e^{w}⟩.
+    average needs the coupled frames to sample the rare frames that dominate ⟨e^{w}⟩. If the two sets do not
+    overlap at all (``details["works_overlap"]`` False), the error is infinite: BAR only extrapolates then.
 
     ``details`` holds the per-frame w, the one-sided estimates (with ``decoupled`` and a restraint, the coupled
     frames' w are about jittered anchors, so their one-sided figure is a diagnostic only), the quadrature,
@@ -373,7 +374,11 @@ def estimate(potential: nti.LambdaPotential, coupled: Tensor, edge: float, const
         shift = details["restraint_kT"]  # w' = w − ln(V/V_R)
         forward = works[coupled.shape[0]:] - shift
         combined = bar(forward, -(per_frame - shift))
-        details.update({"per_frame_decoupled": (forward + shift).tolist(),
+        # BAR between works that do not overlap extrapolates (pymbar's error is then NaN): say so, never a number
+        overlap = bool(forward.min() <= (per_frame - shift).max())
+        if not overlap or not math.isfinite(combined.error):
+            combined = FreeEnergyResult(combined.delta_f, math.inf, combined.method, combined.n_samples)
+        details.update({"per_frame_decoupled": (forward + shift).tolist(), "works_overlap": overlap,
                         "exp_decoupled_kT": exp(forward).delta_f + constants_kt, "n_decoupled": int(forward.size)})
     # per sweep and walker: the moves, ~1 exchange evaluation, and (in production) one derivative (a forward and
     # a backward pass, counted as 2)
