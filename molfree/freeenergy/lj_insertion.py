@@ -55,13 +55,10 @@ class SoftcoreLJCoupling(nn.Module):
         self.sigma, self.epsilon, self.cutoff = float(sigma), float(epsilon), float(cutoff)
         self.box_length, self.kt, self.alpha = float(box_length), float(kt), float(alpha)
 
-    def pair(self, r2: Tensor, s: Tensor) -> Tensor:
-        """Pair energies (kT) for squared distances ``r2`` ``[B, P]`` (nm²) at ``s`` ``[B, 1]``."""
-        return softcore_pair(r2, self.sigma**2, self.epsilon, s, self.alpha, self.cutoff) / self.kt
-
     def forward(self, x: Tensor, s) -> Tensor:
         s = torch.as_tensor(s, dtype=x.dtype, device=x.device).reshape(-1, 1)
-        return self.pair(squared_distances(x[:, SOLUTE + 1:] - x[:, SOLUTE:SOLUTE + 1], self.box_length), s).sum(-1)
+        r2 = squared_distances(x[:, SOLUTE + 1:] - x[:, SOLUTE:SOLUTE + 1], self.box_length)
+        return (softcore_pair(r2, self.sigma**2, self.epsilon, s, self.alpha, self.cutoff) / self.kt).sum(-1)
 
 
 @dataclass(frozen=True)

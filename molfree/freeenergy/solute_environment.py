@@ -153,10 +153,6 @@ class SoluteEnvironment(nn.Module):
         self.register_buffer("environment_cos", environment_cos, persistent=False)
         self.register_buffer("environment_sin", environment_sin, persistent=False)
 
-    @property
-    def n_frames(self) -> int:
-        return self.frames.shape[0]
-
     def structure_factors(self, frames: Tensor) -> tuple[Tensor, Tensor]:
         """(Σ_j q_j cos k·r_j, Σ_j q_j sin k·r_j) ``[F, K]`` of environment positions ``frames`` ``[F, M, 3]``."""
         phase = frames @ self.kvectors.T  # [F, M, K]
