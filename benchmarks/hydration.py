@@ -6,12 +6,15 @@ beside the yardsticks: methane, FreeSolv's GAFF/TIP3P calculation (2.45 ± 0.01 
 Reruns with the same --out resume from the checkpoints.
 
     python benchmarks/hydration.py [--quick] [--solute methane|water] [--method mbar|neural-ti|both]
-                                   [--iterations N] [--frames N] [--out runs/bench-hydration-SOLUTE] [--threads N]
+                                   [--iterations N] [--frames N] [--insertions N]
+                                   [--out runs/bench-hydration-SOLUTE] [--threads N]
 
 Neural TI (molfree.freeenergy.hydration_neural_ti): coupled and decoupled MD frames 1 ps apart (full: 50 + 50,
 quick: 20 + 20 frames of 0.2 ps; --frames N sets both), 400 training steps (quick: 100), then per-frame replica
-exchange of the rigid solute along the learned path, combined by BAR over the two sets of frames. Its cost is MD steps of the full system plus solute–environment evaluations, which are much
-cheaper than a full-system energy (a few thousand pair terms and an Ewald structure factor, no PME grid).
+exchange of the rigid solute along the learned path within 0.2 nm of its MD position, test insertions for the
+rest of the box and into the decoupled frames (--insertions, full 8000, quick 2000 per frame), combined by BAR
+over the two sets of frames. Its cost is MD steps of the full system plus solute–environment evaluations, which
+are much cheaper than a full-system energy (a few thousand pair terms and an Ewald structure factor, no PME grid).
 
 Full: 2.5 nm box, 3 + 9 − 1 = 11 λ states for methane (6 + 9 − 1 for water), 1000 iterations of 1 ps per
 replica (11 ns per leg for methane).
@@ -50,6 +53,8 @@ def main() -> None:
     parser.add_argument("--method", choices=("mbar", "neural-ti", "both"), default="both")
     parser.add_argument("--frames", type=int, help="neural TI: coupled and decoupled frames, each (default: 20 "
                         "quick, 50 full)")
+    parser.add_argument("--insertions", type=int, help="neural TI: test insertions per frame (default: 2000 quick, "
+                        "8000 full)")
     args = parser.parse_args()
 
     if args.quick:
@@ -63,9 +68,11 @@ def main() -> None:
     if args.iterations:
         options.iterations = args.iterations
     neural = (NeuralTIOptions(n_frames=20, n_decoupled_frames=20, frame_ps=0.2, equilibration_ps=2.0,
-                              training_steps=100) if args.quick else NeuralTIOptions())
+                              training_steps=100, insertions=2000) if args.quick else NeuralTIOptions())
     if args.frames:
         neural.n_frames = neural.n_decoupled_frames = args.frames
+    if args.insertions:
+        neural.insertions = args.insertions
     out = args.out or f"runs/bench-hydration-{args.solute}{'-quick' if args.quick else ''}"
     solvated, solute = shipped_solute(args.solute, size=size, temperature=298.15)
     print(f"{args.solute} hydration free energy, TIP3P, {solvated.temperature:g} K, {solvated.n_atoms} atoms "

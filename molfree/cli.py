@@ -74,7 +74,7 @@ def _cmd_solvation(args: argparse.Namespace) -> None:
                               equilibration_steps=args.equilibration_steps, threads=args.threads, seed=args.seed)
     if args.method != "mbar":  # checked before any sampling: `both` runs MBAR first
         neural_options = NeuralTIOptions(n_frames=args.frames, n_decoupled_frames=args.frames,
-                                         training_steps=args.training_steps)
+                                         training_steps=args.training_steps, insertions=args.insertions)
     if args.solute_file:
         solute, atoms = solute_from_file(args.solute_file, args.forcefield or [])
         name = Path(args.solute_file).stem
@@ -148,8 +148,6 @@ def _cmd_bg_train(args: argparse.Namespace) -> None:
         ("ml_steps", args.ml_steps), ("kl_steps", args.kl_steps), ("n_samples", args.samples),
         ("umbrella_windows", args.umbrella_windows), ("umbrella_ps", args.umbrella_ps), ("seed", args.seed),
         ("threads", args.threads)) if value is not None}
-    if args.temperature is not None:
-        overrides["replica_temperatures"] = [args.temperature * f for f in (1.0, 1.3, 1.667, 2.167)]
     setup = BGSetup.quick(**overrides) if args.quick else BGSetup(**overrides)
     out = args.out or f"runs/bg-{setup.system}{'-quick' if args.quick else ''}"
     print(summary(run_train(setup, out)))
@@ -170,7 +168,7 @@ def _add_bg_parser(sub) -> None:
                                             "training, samples, metrics (reruns resume)")
     train.add_argument("--system", choices=("alanine-dipeptide-implicit", "alanine-dipeptide-vacuum"),
                        help="default: alanine-dipeptide-implicit (amber96 + OBC1, no constraints)")
-    train.add_argument("--temperature", type=float, help="K (default: 300; replicas at 1, 1.3, 1.67, 2.17 × T)")
+    train.add_argument("--temperature", type=float, help="K (default: 300; the system's replica ladder is scaled with it)")
     train.add_argument("--quick", action="store_true", help="a few-minute CPU setup")
     train.add_argument("--reference-ps", type=float, help="replica-exchange length per replica, ps")
     train.add_argument("--ml-steps", type=int, help="maximum-likelihood steps")
@@ -419,6 +417,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                                    "each, 1 ps apart (default: 50)")
     solvation.add_argument("--training-steps", type=int, default=400,
                            help="neural TI: score-matching steps (default: 400)")
+    solvation.add_argument("--insertions", type=int, default=8000,
+                           help="neural TI: test insertions per frame (default: 8000)")
     solvation.add_argument("--iterations", type=int, default=1000, help="replica-exchange iterations (default: 1000)")
     solvation.add_argument("--steps-per-iteration", type=int, default=500, help="2 fs steps (default: 500)")
     solvation.add_argument("--equilibration-steps", type=int, default=5000, help="per replica (default: 5000)")

@@ -21,11 +21,12 @@ def test_replica_exchange_saves_frames_between_exchanges():
     setup = BGSetup(system="alanine-dipeptide-vacuum", reference_ps=0.4, exchange_ps=0.1, frame_ps=0.02)
     system = systems.load(setup.system, temperature=setup.temperature, platform="CPU")
     data = replica_exchange(system, setup)
-    assert data["positions"].shape == (4, 20, system.n_atoms, 3) and data["energies"].shape == (4, 20)
-    assert int(data["md_steps"]) == 4 * 200 and data["acceptance"].shape == (3,)
+    assert setup.replica_temperatures == [300.0, 390.0, 510.0, 660.0, 860.0, 1120.0]  # vacuum: up to 1120 K
+    assert data["positions"].shape == (6, 20, system.n_atoms, 3) and data["energies"].shape == (6, 20)
+    assert int(data["md_steps"]) == 6 * 200 and data["acceptance"].shape == (5,)
     assert len(np.unique(data["energies"][0])) == 20  # distinct frames, not copies
     log_w = reference_log_weights(data["energies"], setup.replica_temperatures, [300.0, 650.0])
-    assert log_w.shape == (2, 80) and np.isfinite(log_w).all()
+    assert log_w.shape == (2, 120) and np.isfinite(log_w).all()
     with pytest.raises(ValueError, match="frame_ps must not exceed"):
         BGSetup(frame_ps=0.2, exchange_ps=0.1).check()
 

@@ -68,14 +68,14 @@ def test_solvation_both_methods_side_by_side_and_bad_frames(monkeypatch, tmp_pat
                                solvent=SimpleNamespace(neighbour_overlap=[0.2, 0.15]))
 
     def neural(solute, atoms, **options):
-        calls.append(("neural-ti", options["options"].n_frames, options["out"]))
+        calls.append(("neural-ti", options["options"].n_frames, options["options"].insertions, options["out"]))
         return {"dG_kcal_mol": 2.0, "error_kcal_mol": 0.3, "temperature_K": 298.15}
 
     monkeypatch.setattr(hydration, "hydration_free_energy", mbar)
     monkeypatch.setattr(hydration_neural_ti, "neural_ti_hydration", neural)
     out = str(tmp_path / "run")
-    assert main(["solvation", "--method", "both", "--frames", "7", "--out", out, "--json"]) == 0
-    assert calls == ["mbar", ("neural-ti", 7, out)]
+    assert main(["solvation", "--method", "both", "--frames", "7", "--insertions", "500", "--out", out, "--json"]) == 0
+    assert calls == ["mbar", ("neural-ti", 7, 500, out)]
     printed = json.loads(capsys.readouterr().out)
     assert printed["dG_kcal_mol"] == 2.2 and printed["neural_ti"]["dG_kcal_mol"] == 2.0
     assert main(["solvation", "--method", "neural-ti", "--out", out]) == 0
@@ -83,6 +83,8 @@ def test_solvation_both_methods_side_by_side_and_bad_frames(monkeypatch, tmp_pat
     calls.clear()
     assert main(["solvation", "--method", "both", "--frames", "1", "--out", out]) == 2
     assert calls == [] and "n_frames must be >= 2" in capsys.readouterr().err
+    assert main(["solvation", "--method", "neural-ti", "--insertions", "0", "--out", out]) == 2
+    assert calls == [] and "insertions must be >= 1" in capsys.readouterr().err
 
 
 def test_bg_train_bad_umbrella_windows_is_a_one_line_error_before_any_file(capsys, tmp_path):

@@ -227,18 +227,6 @@ def _toy_environment(seed: int = 0, n_environment: int = 40, edge: float = 2.0):
     return system, np.stack(frames), dimer
 
 
-def _uniform_poses(x: torch.Tensor, edge: float, generator: torch.Generator) -> torch.Tensor:
-    """``x`` with each solute moved to a uniform random position in the box and a Haar-random orientation."""
-    quaternion = torch.randn(x.shape[0], 4, generator=generator, dtype=x.dtype)
-    w, i, j, k = (quaternion / quaternion.norm(dim=1, keepdim=True)).T
-    rotation = torch.stack([torch.stack([1 - 2 * (j * j + k * k), 2 * (i * j - k * w), 2 * (i * k + j * w)], -1),
-                            torch.stack([2 * (i * j + k * w), 1 - 2 * (i * i + k * k), 2 * (j * k - i * w)], -1),
-                            torch.stack([2 * (i * k - j * w), 2 * (j * k + i * w), 1 - 2 * (i * i + j * j)], -1)], 1)
-    y = x[:, :-1] - x[:, :-1].mean(1, keepdim=True)
-    centre = edge * torch.rand(x.shape[0], 1, 3, generator=generator, dtype=x.dtype)
-    return torch.cat([y @ rotation.transpose(1, 2) + centre, x[:, -1:]], 1)
-
-
 def _brute_force(environment, dimer, frame: int, kt: float, n: int = 60_000,
                  draws: int = 1) -> tuple[float, float, torch.Tensor]:
     """−ln ⟨e^{−Δu/kT}⟩ (kT) over uniform translations and Haar-random rotations of the dimer, the Kish
@@ -246,7 +234,7 @@ def _brute_force(environment, dimer, frame: int, kt: float, n: int = 60_000,
     of the coupled system would give: ``[2, 3]`` for one draw, else ``[draws, 2, 3]``)."""
     generator = torch.Generator().manual_seed(frame)
     body = solute_ti.pack(torch.full((n,), frame), torch.as_tensor(dimer).expand(n, 2, 3))
-    positions = solute_ti.unpack(_uniform_poses(body, environment.box_length, generator))[1]
+    positions = solute_ti.unpack(solute_ti.uniform_poses(body, environment.box_length, generator))[1]
     index = torch.full((n,), frame)
     with torch.no_grad():
         du = torch.cat([(environment.lennard_jones(index[k:k + 20_000], part, 1.0)
@@ -263,7 +251,7 @@ def _brute_force_in_sphere(environment, pose: torch.Tensor, frame: int, radius: 
     uniform in the ball of ``radius`` (nm) about its own centroid."""
     generator = torch.Generator().manual_seed(100 + frame)
     body = solute_ti.pack(torch.full((n,), frame), pose.expand(n, -1, -1))
-    rotated = solute_ti.unpack(_uniform_poses(body, 0.0, generator))[1]  # centroid at the origin
+    rotated = solute_ti.unpack(solute_ti.uniform_poses(body, 0.0, generator))[1]  # centroid at the origin
     direction = torch.randn(n, 1, 3, generator=generator, dtype=pose.dtype)
     distance = radius * torch.rand(n, 1, 1, generator=generator, dtype=pose.dtype) ** (1 / 3)
     positions = rotated + pose.mean(0) + distance * direction / direction.norm(dim=-1, keepdim=True)
@@ -308,24 +296,51 @@ def test_per_frame_ti_matches_brute_force_integration_over_poses(one_thread):
     np.testing.assert_allclose(per_frame, restrained, atol=0.15)
 
 
-def test_two_sided_estimate_is_exact_with_a_restraint_that_cuts_off_the_coupled_state(one_thread):
-    """BAR between coupled poses (restraint balls about points jittered around them) and decoupled ones (ghosts
-    uniform in the box) recovers −ln z(X) of one frozen frame, though the 0.3 nm ball misses much of this weakly
-    bound dimer's coupled density (so the one-sided estimate, anchored at the coupled poses, is biased)."""
+def test_test_insertions_match_brute_force_and_split_at_the_ball(one_thread):
+    """:func:`insertion_log_means` over the whole box equals the brute-force −ln z(X) of the same frame; outside a
+    0.6 nm ball about a pose plus the ball's own brute-force integral makes up the whole box again."""
     system, frames, dimer = _toy_environment()
     environment = SoluteEnvironment(system, [0, 1], torch.as_tensor(frames))
     kt = units.kT(TEMPERATURE)
-    exact, _, coupled_poses = _brute_force(environment, dimer, 0, kt, draws=24)
-    body = solute_ti.pack(torch.zeros(24), torch.as_tensor(dimer).expand(24, 2, 3))
-    ghosts = _uniform_poses(body, environment.box_length, torch.Generator().manual_seed(7))
+    potential = solute_ti.lambda_potential(environment, TEMPERATURE)
+    exact, _, pose = _brute_force(environment, dimer, 1, kt)
+    configuration = solute_ti.pack(torch.tensor([1]), pose.unsqueeze(0))
+    whole = solute_ti.insertion_log_means(potential, configuration, 20_000, seed=4)
+    assert -whole[0] == pytest.approx(exact, abs=0.05)
+    outside = solute_ti.insertion_log_means(potential, configuration, 20_000, radius=0.6, seed=5)
+    ball = -_brute_force_in_sphere(environment, pose, 1, 0.6, kt)  # ln[(1/V) ∫_ball e^{−Δu}]
+    assert -np.logaddexp(ball, outside[0]) == pytest.approx(exact, abs=0.05)
+    assert outside[0] < whole[0] - 0.05  # the ball (11 % of the box) holds a visible share
+    with pytest.raises(ValueError, match="at least one insertion"):
+        solute_ti.insertion_log_means(potential, configuration, 0)
+
+
+def test_estimates_over_frames_recover_the_exact_free_energy(one_thread):
+    """Decoupled ensemble: the two toy frames, equally likely; coupled: frame k with probability ∝ z(X_k) and the
+    dimer's pose drawn from e^{−Δu} in it (brute force), so ΔF = −ln ½(z₀ + z₁) exactly. The TI is restrained to
+    a 0.3 nm ball that misses much of this weakly bound dimer's coupled density; test insertions supply the rest
+    of the box, and the one-sided and BAR estimates recover ΔF, where the ball alone is off by > 0.5 kT."""
+    system, frames, dimer = _toy_environment()
+    environment = SoluteEnvironment(system, [0, 1], torch.as_tensor(frames))
+    kt = units.kT(TEMPERATURE)
+    exact_k, _, poses_k = zip(*(_brute_force(environment, dimer, k, kt, draws=24) for k in range(2)))
+    exact = -math.log(np.mean(np.exp(-np.array(exact_k))))
+    share = np.exp(-np.array(exact_k)) / np.exp(-np.array(exact_k)).sum()
+    frame_of = np.random.default_rng(0).choice(2, size=24, p=share)
+    coupled = solute_ti.pack(torch.as_tensor(frame_of), torch.stack([poses_k[k][i] for i, k in enumerate(frame_of)]))
+    decoupled = solute_ti.pack(torch.arange(24) % 2, torch.as_tensor(dimer).expand(24, 2, 3))
     torch.manual_seed(0)
     potential = solute_ti.lambda_potential(environment, TEMPERATURE)
-    result = solute_ti.estimate(potential, solute_ti.pack(torch.zeros(24), coupled_poses), environment.box_length,
-                                0.0, decoupled=ghosts, n_coupling=4, n_correction=2, poses=8, sweeps=15,
-                                burn_in=10, radius=0.3, seed=3)
-    assert result.details["n_decoupled"] == 24 and result.error < 0.1
+    result = solute_ti.estimate(potential, coupled, environment.box_length, 0.0, decoupled=decoupled,
+                                insertions=4000, n_coupling=4, n_correction=2, poses=8, sweeps=15, burn_in=10,
+                                radius=0.3, seed=3)
+    assert result.details["n_decoupled"] == 24 and result.details["works_overlap"] and result.error < 0.1
     assert abs(result.delta_f - exact) < max(0.15, 3 * result.error), (result.delta_f, result.error, exact)
-    assert abs(result.details["exp_coupled_kT"] - exact) > 0.5  # the restraint's cut, which BAR does not suffer
+    assert result.details["exp_coupled_kT"] == pytest.approx(exact, abs=0.15)
+    ball_only = np.log(np.mean(np.exp(result.details["per_frame_ball"])))
+    assert abs(ball_only - exact) > 0.5
+    with pytest.raises(ValueError, match="insertions >= 1"):
+        solute_ti.estimate(potential, coupled, environment.box_length, 0.0, radius=0.3)
 
 
 def test_training_reduces_the_loss_and_resumes(one_thread, methane, tmp_path):
@@ -346,8 +361,9 @@ def test_training_reduces_the_loss_and_resumes(one_thread, methane, tmp_path):
 def test_workflow_writes_result_and_resumes(one_thread, methane, tmp_path):
     """A tiny end-to-end run: MD frames, training, TI; the rerun reuses frames and training."""
     solvated, solute, *_, environment = methane
-    options = NeuralTIOptions(n_frames=3, n_decoupled_frames=2, frame_ps=0.01, equilibration_ps=0.01, training_steps=4, batch_size=8,
-                              redraws=2, n_coupling=2, n_correction=2, poses=2, sweeps=2, burn_in=1)
+    options = NeuralTIOptions(n_frames=3, n_decoupled_frames=2, frame_ps=0.01, equilibration_ps=0.01,
+                              training_steps=4, batch_size=8, redraws=2, n_coupling=2, n_correction=2, poses=2,
+                              sweeps=2, burn_in=1, insertions=300)
     first = neural_ti_hydration(solvated, solute, out=tmp_path, options=options)
     assert math.isfinite(first["dG_kcal_mol"]) and first["error_kcal_mol"] >= 0
     assert first["md_steps"] == 2 * 5 + 5 * 5 and len(first["per_frame"]) == 3 and first["n_decoupled"] == 2
@@ -359,6 +375,8 @@ def test_workflow_writes_result_and_resumes(one_thread, methane, tmp_path):
         NeuralTIOptions(n_frames=1)
     with pytest.raises(ValueError, match="restraint_radius"):
         NeuralTIOptions(restraint_radius=0.0)
+    with pytest.raises(ValueError, match="insertions"):
+        NeuralTIOptions(insertions=0)
     with pytest.raises(ValueError, match="radius must lie"):
         solute_ti.per_frame_ti(solute_ti.lambda_potential(environment, solvated.temperature),
                                solute_ti.pack(torch.arange(1), torch.zeros(1, 5, 3, dtype=torch.float64)),

@@ -66,7 +66,7 @@ A campaign file (paths relative to it; every key but ``jobs`` optional)::
         reference_ps: 60.0                     # any BGSetup number: reference_ps, exchange_ps, timestep_fs,
         ml_steps: 400                          # n_layers, hidden, n_bins, ml_steps, kl_steps, batch_size,
         kl_steps: 60                           # kl_batch, lr, n_samples, umbrella_windows, umbrella_k,
-        umbrella_ps: 10.0                      # umbrella_ps (defaults: BGSetup's)
+        umbrella_ps: 10.0                      # umbrella_ps (defaults: the system's BGSetup)
       - type: potential
         name: ala-small
         config: {data: data/labelled.xyz, max_epochs: 50, model: {channels: 16}}   # a TrainingConfig
@@ -485,7 +485,8 @@ _BG_NUMBERS = {"reference_ps": None, "exchange_ps": None, "timestep_fs": None, "
 
 
 def _expand_bg(entry: _Map, where: _Where, campaign: Campaign) -> list[JobSpec]:
-    """One training run per system × repeat (seed, seed + 1, ...); numbers default to :class:`BGSetup`'s."""
+    """One training run per system × repeat (seed, seed + 1, ...); numbers default to each system's
+    :class:`BGSetup`."""
     from ..workflows.bg import SYSTEMS, BGSetup
 
     where.mapping(entry, entry.line, "bg job", {"type", "systems", "repeats", "seed", "resources", *_BG_NUMBERS})
@@ -493,12 +494,11 @@ def _expand_bg(entry: _Map, where: _Where, campaign: Campaign) -> list[JobSpec]:
     for name, line in systems:
         if name not in SYSTEMS:
             where.fail(line, f"bg system must be one of {', '.join(SYSTEMS)}, got {name!r}")
-    numbers = _numbers(entry, where, asdict(BGSetup()), _BG_NUMBERS)
     seed = where.number(entry, "seed", 0, int, minimum=0)
     repeats = where.number(entry, "repeats", 1, int, minimum=1)
     resources = _resources(entry, where, campaign.cluster.resources)
-    return [JobSpec("bg", {**numbers, "system": name, "seed": seed + r}, group=f"bg/{name}/seed-{seed + r}",
-                    resources=resources)
+    return [JobSpec("bg", {**_numbers(entry, where, asdict(BGSetup(system=name)), _BG_NUMBERS), "system": name,
+                           "seed": seed + r}, group=f"bg/{name}/seed-{seed + r}", resources=resources)
             for name, _ in systems for r in range(repeats)]
 
 

@@ -55,6 +55,8 @@ class NeuralTIOptions:
         moves_per_sweep: rigid-body Metropolis moves per walker and sweep.
         restraint_radius: nm; the solute's centroid stays this close to its coupled position during the TI
             (:func:`~molfree.freeenergy.solute_ti.per_frame_ti`), ``None`` for the whole box.
+        insertions: test insertions per frame: into the decoupled frames, and into the coupled ones outside the
+            restraint's ball (:func:`~molfree.freeenergy.solute_ti.estimate`).
     """
 
     n_frames: int = 50
@@ -72,6 +74,7 @@ class NeuralTIOptions:
     burn_in: int = 15
     moves_per_sweep: int = 3
     restraint_radius: float | None = 0.2
+    insertions: int = 8000
 
     def __post_init__(self):
         for name in ("n_frames", "training_steps", "batch_size", "redraws", "n_coupling", "n_correction", "poses",
@@ -83,6 +86,8 @@ class NeuralTIOptions:
                              f"{self.n_decoupled_frames}")
         if not self.frame_ps > 0 or self.equilibration_ps < 0 or self.burn_in < 0 or not self.blur > 0:
             raise ValueError("need frame_ps > 0, equilibration_ps >= 0, burn_in >= 0 and blur > 0")
+        if (self.restraint_radius is not None or self.n_decoupled_frames) and self.insertions < 1:
+            raise ValueError("insertions must be >= 1 with a restraint radius or decoupled frames")
         if self.restraint_radius is not None and not self.restraint_radius > 0:
             raise ValueError(f"restraint_radius must be positive (nm) or None, got {self.restraint_radius!r}")
 
@@ -172,10 +177,9 @@ def _plot(path: Path, losses: list[float], estimate, kcal: float) -> None:
     axes[1].axvline(0.5, color="grey", ls=":")
     axes[1].set(xlabel="s or λ", ylabel="integrand (kT)", yscale="symlog", title="TI integrands")
     axes[1].legend(fontsize=8)
-    shift = details["restraint_kT"] if "per_frame_decoupled" in details else 0.0
-    axes[2].hist((np.asarray(details["per_frame"]) - shift) * kcal, bins=30, alpha=0.6, label="coupled frames")
+    axes[2].hist(np.asarray(details["per_frame"]) * kcal, bins=30, alpha=0.6, label="coupled frames")
     if "per_frame_decoupled" in details:
-        axes[2].hist((np.asarray(details["per_frame_decoupled"]) - shift) * kcal, bins=30, alpha=0.6,
+        axes[2].hist(np.asarray(details["per_frame_decoupled"]) * kcal, bins=30, alpha=0.6,
                      label="decoupled frames")
     axes[2].axvline(estimate.delta_f * kcal, color="k", label="ΔG_hyd")
     axes[2].set(xlabel="per-frame work (kcal/mol)", ylabel="frames", title="per-frame insertion work")
@@ -233,6 +237,7 @@ def neural_ti_hydration(solute="methane", solute_atoms: Sequence[int] | None = N
                                   n_coupling=options.n_coupling, n_correction=options.n_correction,
                                   poses=options.poses, sweeps=options.sweeps, burn_in=options.burn_in,
                                   moves_per_sweep=options.moves_per_sweep, radius=options.restraint_radius,
+                                  insertions=options.insertions,
                                   seed=seed, progress=progress)
     kcal = kt * units.KJ_TO_KCAL
     document = {"solute": name, "method": "neural-ti", "temperature_K": temperature,
@@ -259,20 +264,23 @@ def _report(document: dict, description: str) -> str:
         (f"- {per_frame.size} coupled frames; per-frame work: mean {per_frame.mean():.2f} kT, std "
          f"{per_frame.std():.2f} kT (a one-sided exponential average over frames is reliable while this std is a "
          f"few kT); one-sided estimate from them: {document['exp_coupled_kT']:.3f} kT"),
-        *([(f"- {document['n_decoupled']} decoupled frames; one-sided estimate from them "
+        *([(f"- {document['n_decoupled']} decoupled frames (test insertions); one-sided estimate from them "
             f"{document['exp_decoupled_kT']:.3f} kT; the result is BAR over both sets"
             + ("" if document["works_overlap"] else ", whose works do not overlap: BAR only extrapolates (error "
                "infinite); more frames are needed"))]
           if "n_decoupled" in document else []),
         (f"- coupling part {document['coupling_part']:.3f} kT, network part {document['correction_part']:.3f} kT "
          f"(frame means); stage boundary (sterics → electrostatics) at λ = {document['stage_boundary']:.4f}"),
-        (f"- centroid restraint radius {document['restraint_radius']} nm, adding ln(V/V_R) = "
-         f"{document['restraint_kT']:.3f} kT per frame"),
+        *([(f"- TI restrained to a ball of {document['restraint_radius']} nm about the solute; the rest of the box "
+            f"by {document['insertions']} test insertions per frame, which lowered the mean per-frame work from "
+            f"{np.mean(document['per_frame_ball']):.2f} to {per_frame.mean():.2f} kT")]
+          if document["restraint_radius"] is not None else []),
         (f"- {document['n_nodes']} nodes, {document['burn_in']} + {document['sweeps']} replica-exchange sweeps; "
          f"move acceptance {min(document['move_acceptance']):.2f}–{max(document['move_acceptance']):.2f}, "
          f"neighbour swap acceptance ≥ {min(document['swap_acceptance']):.2f}"),
         f"- position-independent terms (kJ/mol): {json.dumps(document['constants_kJ_mol'])}",
         (f"- cost: {document['md_steps']} MD steps of the full system, {document['solute_energy_evaluations']} "
-         f"solute–environment evaluations of u_θ; wall {document['wall_seconds']:.0f} s"),
+         f"solute–environment evaluations ({document['insertion_evaluations']} of them test insertions); wall "
+         f"{document['wall_seconds']:.0f} s"),
         "", "Files: result.json, neural-ti.png, frames.npz, frames-decoupled.npz, training.pt, losses.npy.", ""]
     return "\n".join(lines)

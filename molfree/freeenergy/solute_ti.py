@@ -19,8 +19,9 @@ monotone schedule and g_θ a solute–environment pair network, so u_θ equals t
 and 1 by construction. u_θ is trained by paired target score matching on the solute's coupled score, with
 the solute displaced by a Gaussian blur that shrinks as λ → 1 (:func:`train`); nothing is simulated at
 intermediate λ for training. ΔF(X) is then integrated (:func:`per_frame_ti`) with replica exchange of the
-rigid solute over the quadrature nodes within each frame (optionally restrained to a ball about an anchor),
-the frames are combined one-sided or, with frames of the decoupled state too, by BAR (:func:`estimate`), and
+rigid solute over the quadrature nodes within each frame (optionally restrained to a ball about the solute,
+with test insertions for the rest of the box), the frames are combined one-sided or, with test insertions
+into frames of the decoupled state too, by BAR (:func:`estimate`), and
 position-independent terms (the dispersion correction and the solute's interaction with its own images) are
 added from OpenMM. :func:`system_potential` puts a trained u_θ on a whole System (OpenMM force, ASE
 calculator). The gas leg of the
@@ -170,6 +171,63 @@ def _rotations(n: int, max_angle: float, generator: torch.Generator, dtype) -> T
     return torch.eye(3, dtype=dtype) + torch.sin(angle) * k + (1 - torch.cos(angle)) * (k @ k)
 
 
+def uniform_poses(x: Tensor, edge: float, generator: torch.Generator) -> Tensor:
+    """``x`` ``[B, n + 1, 3]`` with each solute moved, rigidly, to a centroid uniform in the box of ``edge`` (nm)
+    and a Haar-random orientation (a uniform unit quaternion)."""
+    quaternion = torch.randn(x.shape[0], 4, generator=generator, dtype=x.dtype)
+    w, i, j, k = (quaternion / quaternion.norm(dim=1, keepdim=True)).T
+    rotation = torch.stack([torch.stack([1 - 2 * (j * j + k * k), 2 * (i * j - k * w), 2 * (i * k + j * w)], -1),
+                            torch.stack([2 * (i * j + k * w), 1 - 2 * (i * i + k * k), 2 * (j * k - i * w)], -1),
+                            torch.stack([2 * (i * k - j * w), 2 * (j * k + i * w), 1 - 2 * (i * i + j * j)], -1)], 1)
+    body = x[:, :-1] - x[:, :-1].mean(1, keepdim=True)
+    centre = edge * torch.rand(x.shape[0], 1, 3, generator=generator, dtype=x.dtype)
+    return torch.cat([body @ rotation.transpose(1, 2) + centre, x[:, -1:]], 1)
+
+
+# e^{−Δu} of a pose whose LJ alone exceeds this (kT) is below e^{−750} for any solute whose Coulomb energy with the
+# environment stays above −250 kT, zero in double precision: its Coulomb term is not computed
+_HOPELESS_LJ_KT = 1000.0
+
+
+def insertion_log_means(potential: nti.LambdaPotential, configurations: Tensor, n: int, *,
+                        radius: float | None = None, seed: int = 0, chunk: int = 2000,
+                        progress: bool = False) -> np.ndarray:
+    """ln[(1/V) ∫ e^{−Δu(X, g)} dg] (kT) for every configuration ``[F, n_atoms + 1, 3]`` by ``n`` test insertions.
+
+    Each insertion places the configuration's solute (its own internal geometry) at a uniform centroid with a
+    Haar-random orientation (:func:`uniform_poses`) in the frozen frame X, and Δu is the full coupling c(X, g, 1)
+    (LJ and Ewald Coulomb). With ``radius`` (nm), the ball about the configuration's own centroid is left out of
+    the integral (insertions there count zero): the rest of the box, which complements a restrained
+    :func:`per_frame_ti`. The estimate of the integral is unbiased; its logarithm is noisy when few insertions
+    land in favourable spots (Widom's test-particle insertion).
+    """
+    from tqdm import tqdm
+
+    if n < 1:
+        raise ValueError(f"need at least one insertion per frame, got {n}")
+    environment, kt = potential.coupling.environment, potential.coupling.kt
+    edge = environment.box_length
+    generator = torch.Generator().manual_seed(seed)
+    result = np.empty(configurations.shape[0])
+    for f in tqdm(range(configurations.shape[0]), desc="test insertions", unit="frame", disable=not progress):
+        log_weights = []
+        for size in [chunk] * (n // chunk) + ([n % chunk] if n % chunk else []):
+            x = uniform_poses(configurations[f:f + 1].expand(size, -1, -1), edge, generator)
+            frame, y = unpack(x)
+            with torch.no_grad():
+                r2 = environment.squared_distances(frame, y)
+                lj = environment.lennard_jones(frame, y, 1.0, r2) / kt
+                keep = lj < _HOPELESS_LJ_KT
+                if radius is not None:
+                    offset = y.mean(1) - configurations[f, :-1].mean(0)
+                    keep &= (offset - edge * torch.round(offset / edge)).norm(dim=-1) > radius
+                log_weight = torch.full_like(lj, -math.inf)
+                log_weight[keep] = -lj[keep] - environment.coulomb(frame[keep], y[keep], r2[keep]) / kt
+            log_weights.append(log_weight)
+        result[f] = float(torch.logsumexp(torch.cat(log_weights), 0)) - math.log(n)
+    return result
+
+
 def _excess(potential: nti.LambdaPotential, x: Tensor, lam: float, chunk: int = 1024) -> Tensor:
     with torch.no_grad():
         return torch.cat([potential.excess(part, lam) for part in x.split(chunk)])
@@ -254,12 +312,11 @@ def per_frame_ti(potential: nti.LambdaPotential, coupled: Tensor, edge: float, *
 
     ``radius`` (nm): the solute's centroid is kept within this distance of an anchor a (``anchors`` ``[F, 3]``
     nm; default: each configuration's own centroid) at every node, a flat-bottom restraint, and the result is
-    w(X, a) = −ln[(1/V) ∫_{ball(a)} e^{−Δu(X, g)} dg] = ln(V/V_R) − ln⟨e^{−Δu}⟩_{ball(a)} (V the box, V_R the
-    ball): ΔF(X) itself while the coupled solute in its frozen frame never strays that far from its anchor
-    (other cavities of the frozen solvent are left out; :func:`estimate` also has an exact two-sided use).
-    Without a restraint, the solute must localise from the whole box into its cavity along the path, a binding
-    transition the exchanges cross slowly (walkers started in the cavity stay there at intermediate coupling,
-    which biased methane's ΔF(X) low by about 1.5 kT).
+    the ball's share of ΔF(X), w(X, a) = −ln[(1/V) ∫_{ball(a)} e^{−Δu(X, g)} dg] = ln(V/V_R) − ln⟨e^{−Δu}⟩_{ball(a)}
+    (V the box, V_R the ball). The rest of the box is not small in a frozen solvent (other transient cavities):
+    :func:`estimate` adds it by test insertions. Without a restraint, the solute must localise from the whole
+    box into its cavity along the path, a binding transition the exchanges cross slowly (walkers started in the
+    cavity stay there at intermediate coupling, which biased methane's ΔF(X) low by about 1.5 kT).
     """
     from tqdm import tqdm
 
@@ -326,66 +383,63 @@ def per_frame_ti(potential: nti.LambdaPotential, coupled: Tensor, edge: float, *
     return s_weights @ coupling_sums + lam_weights @ correction_sums + restraint, details
 
 
-def _ball_points(centres: Tensor, radius: float, generator: torch.Generator) -> Tensor:
-    """Points uniform in the balls of ``radius`` (nm) about ``centres`` ``[F, 3]``."""
-    direction = torch.randn(centres.shape, generator=generator, dtype=centres.dtype)
-    distance = radius * torch.rand(centres.shape[0], 1, generator=generator, dtype=centres.dtype) ** (1 / 3)
-    return centres + distance * direction / direction.norm(dim=-1, keepdim=True)
-
-
 def estimate(potential: nti.LambdaPotential, coupled: Tensor, edge: float, constants_kt: float, *,
-             decoupled: Tensor | None = None, n_coupling: int = 8, n_correction: int = 8, poses: int = 8,
-             sweeps: int = 40, burn_in: int = 20, moves_per_sweep: int = 4, radius: float | None = None,
-             seed: int = 0, progress: bool = False) -> FreeEnergyResult:
+             decoupled: Tensor | None = None, insertions: int = 0, n_coupling: int = 8, n_correction: int = 8,
+             poses: int = 8, sweeps: int = 40, burn_in: int = 20, moves_per_sweep: int = 4,
+             radius: float | None = None, seed: int = 0, progress: bool = False) -> FreeEnergyResult:
     """ΔF = F_coupled − F_decoupled (kT), with its error over frames, plus ``constants_kt``.
 
-    One-sided (``decoupled=None``): ln⟨e^{w(X)}⟩ over coupled frames with w from :func:`per_frame_ti`
-    anchored at each frame's solute (exact without a restraint; with one, as exact as its radius is
-    generous), delta-method error.
+    Every frame X enters through w(X) = −ln z(X), z(X) = (1/V) ∫ e^{−Δu(X, g)} dg over the solute's rigid-body
+    poses g in the whole box, since p₁(X) ∝ p₀(X) z(X). For coupled frames ``[F, n + 1, 3]`` w comes from
+    :func:`per_frame_ti`, which integrates over the solute's own cavity, where test insertions would almost never
+    land. With a ``radius`` (nm) the TI covers the ball about the solute's centroid and ``insertions`` test
+    insertions (:func:`insertion_log_means`) the rest of the box, whose share is not small: in a frozen frame
+    of water the other transient cavities hold about as much of z(X) as the solute's own (leaving them out
+    raised methane's ΔG_hyd by about 0.8 kcal/mol). For decoupled frames (``decoupled`` ``[F₀, n + 1, 3]``,
+    frames of MD with the solute decoupled), z(X) is the test-insertion average over the whole box.
 
-    Two-sided (``decoupled`` ``[F₀, n + 1, 3]``: frames of MD with the solute decoupled, its ghost where that
-    MD left it): BAR between the extended states (X, a), where the anchor a is the ghost's centroid (uniform
-    in the box, independent of X) for decoupled frames and a point uniform in the ball about the solute's
-    centroid for coupled ones. Their density ratio is exactly e^{−w'(X, a)}·e^{ΔF} with
-    w' = −ln⟨e^{−Δu}⟩_{ball(a)} = w − ln(V/V_R), so BAR on w' (forward from decoupled, reverse from coupled
-    frames) is exact whatever the radius, and needs only the two sets of w' to overlap, where the one-sided
-    average needs the coupled frames to sample the rare frames that dominate ⟨e^{w}⟩. If the two sets do not
-    overlap at all (``details["works_overlap"]`` False), the error is infinite: BAR only extrapolates then.
+    One-sided (no ``decoupled``): ΔF = ln⟨e^{w}⟩ over the coupled frames, delta-method error. Two-sided: BAR
+    between the decoupled frames' w (forward) and the coupled frames' (reverse); if the two sets do not
+    overlap at all (``details["works_overlap"]`` False), the error is infinite: BAR then only extrapolates.
 
-    ``details`` holds the per-frame w, the one-sided estimates (with ``decoupled`` and a restraint, the coupled
-    frames' w are about jittered anchors, so their one-sided figure is a diagnostic only), the quadrature,
-    acceptance and evaluations.
+    ``details`` holds the per-frame w (and, with a radius, the ball's and the insertions' parts), the one-sided
+    estimates, the quadrature, acceptance rates and evaluation counts.
     """
+    if (radius is not None or decoupled is not None) and insertions < 1:
+        raise ValueError("a restraint radius (for the rest of the box) and decoupled frames need insertions >= 1")
     start = time.perf_counter()
-    frames = coupled if decoupled is None else torch.cat([coupled, decoupled])
-    anchors = frames[:, :-1].mean(1)
-    if decoupled is not None and radius is not None:
-        anchors[:coupled.shape[0]] = _ball_points(anchors[:coupled.shape[0]], radius,
-                                                  torch.Generator().manual_seed(seed + 1))
-    works, details = per_frame_ti(potential, frames, edge, n_coupling=n_coupling, n_correction=n_correction,
-                                  poses=poses, sweeps=sweeps, burn_in=burn_in, moves_per_sweep=moves_per_sweep,
-                                  radius=radius, anchors=anchors, seed=seed, progress=progress)
-    per_frame = works[:coupled.shape[0]]
+    anchors = coupled[:, :-1].mean(1)
+    per_frame, details = per_frame_ti(potential, coupled, edge, n_coupling=n_coupling, n_correction=n_correction,
+                                      poses=poses, sweeps=sweeps, burn_in=burn_in, moves_per_sweep=moves_per_sweep,
+                                      radius=radius, anchors=anchors, seed=seed, progress=progress)
+    n_inserted = 0
+    if radius is not None:
+        outside = insertion_log_means(potential, coupled, insertions, radius=radius, seed=seed + 1,
+                                      progress=progress)
+        details.update({"per_frame_ball": per_frame.tolist(), "per_frame_outside_log_mean": outside.tolist()})
+        per_frame = -np.logaddexp(-per_frame, outside)
+        n_inserted += insertions * coupled.shape[0]
     one_sided = exp(-per_frame, "reverse")
     details = {**details, "per_frame": per_frame.tolist(), "exp_coupled_kT": one_sided.delta_f + constants_kt,
                "constants_kT": constants_kt}
     combined = one_sided
     if decoupled is not None:
-        shift = details["restraint_kT"]  # w' = w − ln(V/V_R)
-        forward = works[coupled.shape[0]:] - shift
-        combined = bar(forward, -(per_frame - shift))
+        forward = -insertion_log_means(potential, decoupled, insertions, seed=seed + 2, progress=progress)
+        n_inserted += insertions * decoupled.shape[0]
+        combined = bar(forward, -per_frame)
         # BAR between works that do not overlap extrapolates (pymbar's error is then NaN): say so, never a number
-        overlap = bool(forward.min() <= (per_frame - shift).max())
+        overlap = bool(forward.min() <= per_frame.max())
         if not overlap or not math.isfinite(combined.error):
             combined = FreeEnergyResult(combined.delta_f, math.inf, combined.method, combined.n_samples)
-        details.update({"per_frame_decoupled": (forward + shift).tolist(), "works_overlap": overlap,
+        details.update({"per_frame_decoupled": forward.tolist(), "works_overlap": overlap,
                         "exp_decoupled_kT": exp(forward).delta_f + constants_kt, "n_decoupled": int(forward.size)})
     # per sweep and walker: the moves, ~1 exchange evaluation, and (in production) one derivative (a forward and
     # a backward pass, counted as 2)
-    evaluations = details["n_nodes"] * frames.shape[0] * poses * (
+    evaluations = details["n_nodes"] * coupled.shape[0] * poses * (
         (burn_in + sweeps) * (moves_per_sweep + 1) + 2 * sweeps)
-    return FreeEnergyResult(combined.delta_f + constants_kt, combined.error, "neural-ti", int(works.size),
-                            {**details, "solute_energy_evaluations": evaluations,
+    return FreeEnergyResult(combined.delta_f + constants_kt, combined.error, "neural-ti", int(combined.n_samples),
+                            {**details, "insertions": insertions, "insertion_evaluations": n_inserted,
+                             "solute_energy_evaluations": evaluations + n_inserted,
                              "wall_seconds": time.perf_counter() - start})
 
 
