@@ -168,9 +168,11 @@ def _add_bg_parser(sub) -> None:
                                             "training, samples, metrics (reruns resume)")
     train.add_argument("--system", choices=("alanine-dipeptide-implicit", "alanine-dipeptide-vacuum"),
                        help="default: alanine-dipeptide-implicit (amber96 + OBC1, no constraints)")
-    train.add_argument("--temperature", type=float, help="K (default: 300; the system's replica ladder is scaled with it)")
+    train.add_argument("--temperature", type=float,
+                       help="K (default: 300; the system's replica ladder is scaled with it)")
     train.add_argument("--quick", action="store_true", help="a few-minute CPU setup")
-    train.add_argument("--reference-ps", type=float, help="replica-exchange length per replica, ps")
+    train.add_argument("--reference-ps", type=float,
+                       help="replica-exchange length per replica, ps (default: 300 implicit, 1200 vacuum)")
     train.add_argument("--ml-steps", type=int, help="maximum-likelihood steps")
     train.add_argument("--kl-steps", type=int, help="ML + reverse-KL steps")
     train.add_argument("--samples", type=int, help="flow samples to draw")
