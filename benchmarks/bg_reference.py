@@ -5,7 +5,8 @@ only be judged against a reference that is itself well inside 0.5 kT).
 The replica exchange is ``molfree.workflows.bg``'s (the default setup of ``molfree bg train --system SYSTEM``:
 300 K, replicas at 300/390/500/650 K in implicit solvent and 300–1120 K in vacuum, all frames reweighted to
 300 K by MBAR) run for ``--reference-ps`` per replica (0: skipped) with its own seed, cached in ``--out``.
-ΔF = −ln P(φ>0)/P(φ<0) in kT is printed from all frames (the delta-method error assumes independent frames and is too small) and from
+ΔF = −ln P(φ>0)/P(φ<0) in kT is printed from all frames (the delta-method error assumes independent frames and
+is too small) and from
 ``--blocks`` consecutive blocks (their standard error is the honest one). Each RUN given (a ``molfree bg
 train`` directory) has its flow samples' reweighted ΔF compared with the long reference and with the
 run's own short one.

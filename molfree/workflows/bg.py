@@ -637,8 +637,9 @@ def _reference_warning(ref: dict) -> list[str]:
     if gap <= 1.0:
         return []
     return [f"- **Warning:** the replicas' ΔF and the umbrella's differ by {gap:.1f} kT. The replicas may not have "
-            "visited the minor basin at all (in vacuum a ladder to 650 K never reached C7ax in 300 ps); then the reference ΔF and "
-            "|ΔF − ΔF_ref| are not meaningful. Compare with a longer reference (`benchmarks/bg_reference.py`)."]
+            "visited the minor basin at all (in vacuum a ladder to 650 K never reached C7ax in 300 ps); then the "
+            "reference ΔF and |ΔF − ΔF_ref| are not meaningful. Compare with a longer reference "
+            "(`benchmarks/bg_reference.py`)."]
 
 
 def report(results: dict, setup: BGSetup, system) -> str:
