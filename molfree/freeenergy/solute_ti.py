@@ -290,7 +290,7 @@ def _correction_derivative(potential: nti.LambdaPotential, x: Tensor, lam: float
 
 def per_frame_ti(potential: nti.LambdaPotential, coupled: Tensor, edge: float, *, n_coupling: int = 8,
                  n_correction: int = 8, poses: int = 8, sweeps: int = 40, burn_in: int = 20,
-                 moves_per_sweep: int = 4, radius: float | None = None, anchors: Tensor | None = None,
+                 moves_per_sweep: int = 4, radius: float | None = None,
                  seed: int = 0, progress: bool = False) -> tuple[np.ndarray, dict]:
     """ΔF(X) (kT) for every configuration ``[F, n + 1, 3]`` and the details of the quadrature.
 
@@ -310,10 +310,9 @@ def per_frame_ti(potential: nti.LambdaPotential, coupled: Tensor, edge: float, *
     ``burn_in`` sweeps adapt the step sizes (towards 40 % acceptance) and are discarded; ``sweeps`` more are
     averaged.
 
-    ``radius`` (nm): the solute's centroid is kept within this distance of an anchor a (``anchors`` ``[F, 3]``
-    nm; default: each configuration's own centroid) at every node, a flat-bottom restraint, and the result is
-    the ball's share of ΔF(X), w(X, a) = −ln[(1/V) ∫_{ball(a)} e^{−Δu(X, g)} dg] = ln(V/V_R) − ln⟨e^{−Δu}⟩_{ball(a)}
-    (V the box, V_R the ball). The rest of the box is not small in a frozen solvent (other transient cavities):
+    ``radius`` (nm): the solute's centroid is kept within this distance of its position a in the configuration
+    at every node, a flat-bottom restraint, and the result is the ball's share of ΔF(X),
+    w(X, a) = −ln[(1/V) ∫_{ball(a)} e^{−Δu(X, g)} dg] = ln(V/V_R) − ln⟨e^{−Δu}⟩_{ball(a)} (V the box, V_R the ball). The rest of the box is not small in a frozen solvent (other transient cavities):
     :func:`estimate` adds it by test insertions. Without a restraint, the solute must localise from the whole
     box into its cavity along the path, a binding transition the exchanges cross slowly (walkers started in the
     cavity stay there at intermediate coupling, which biased methane's ΔF(X) low by about 1.5 kT).
@@ -333,10 +332,7 @@ def per_frame_ti(potential: nti.LambdaPotential, coupled: Tensor, edge: float, *
                    + [(float(lam), "correction", k) for k, lam in enumerate(lam_nodes)])
     lams = [lam for lam, _, _ in nodes]
     start = coupled.repeat_interleave(poses, 0)
-    anchor = (coupled[:, :-1].mean(1) if anchors is None else torch.as_tensor(anchors, dtype=coupled.dtype)
-              ).repeat_interleave(poses, 0)
-    if radius is not None and not bool(((start[:, :-1].mean(1) - anchor).norm(dim=-1) <= radius).all()):
-        raise ValueError("every configuration's centroid must lie within radius of its anchor")
+    anchor = coupled[:, :-1].mean(1).repeat_interleave(poses, 0)
     x = [start.clone() for _ in nodes]
     u = [_excess(potential, walkers, lam) for walkers, lam in zip(x, lams)]
     translation, angle = [0.1] * len(nodes), [0.5] * len(nodes)
@@ -408,10 +404,9 @@ def estimate(potential: nti.LambdaPotential, coupled: Tensor, edge: float, const
     if (radius is not None or decoupled is not None) and insertions < 1:
         raise ValueError("a restraint radius (for the rest of the box) and decoupled frames need insertions >= 1")
     start = time.perf_counter()
-    anchors = coupled[:, :-1].mean(1)
     per_frame, details = per_frame_ti(potential, coupled, edge, n_coupling=n_coupling, n_correction=n_correction,
                                       poses=poses, sweeps=sweeps, burn_in=burn_in, moves_per_sweep=moves_per_sweep,
-                                      radius=radius, anchors=anchors, seed=seed, progress=progress)
+                                      radius=radius, seed=seed, progress=progress)
     n_inserted = 0
     if radius is not None:
         outside = insertion_log_means(potential, coupled, insertions, radius=radius, seed=seed + 1,
