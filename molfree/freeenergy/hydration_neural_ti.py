@@ -177,12 +177,13 @@ def _plot(path: Path, losses: list[float], estimate, kcal: float) -> None:
     axes[1].axvline(0.5, color="grey", ls=":")
     axes[1].set(xlabel="s or λ", ylabel="integrand (kT)", yscale="symlog", title="TI integrands")
     axes[1].legend(fontsize=8)
-    axes[2].hist(np.asarray(details["per_frame"]) * kcal, bins=30, alpha=0.6, label="coupled frames")
+    constants = details["constants_kT"]  # on the works too, so that they share ΔG_hyd's scale
+    axes[2].hist((np.asarray(details["per_frame"]) + constants) * kcal, bins=30, alpha=0.6, label="coupled frames")
     if "per_frame_decoupled" in details:
-        axes[2].hist(np.asarray(details["per_frame_decoupled"]) * kcal, bins=30, alpha=0.6,
+        axes[2].hist((np.asarray(details["per_frame_decoupled"]) + constants) * kcal, bins=30, alpha=0.6,
                      label="decoupled frames")
     axes[2].axvline(estimate.delta_f * kcal, color="k", label="ΔG_hyd")
-    axes[2].set(xlabel="per-frame work (kcal/mol)", ylabel="frames", title="per-frame insertion work")
+    axes[2].set(xlabel="per-frame work + constants (kcal/mol)", ylabel="frames", title="per-frame insertion work")
     axes[2].legend()
     fig.tight_layout()
     buffer = io.BytesIO()
