@@ -312,8 +312,9 @@ def per_frame_ti(potential: nti.LambdaPotential, coupled: Tensor, edge: float, *
 
     ``radius`` (nm): the solute's centroid is kept within this distance of its position a in the configuration
     at every node, a flat-bottom restraint, and the result is the ball's share of ΔF(X),
-    w(X, a) = −ln[(1/V) ∫_{ball(a)} e^{−Δu(X, g)} dg] = ln(V/V_R) − ln⟨e^{−Δu}⟩_{ball(a)} (V the box, V_R the ball). The rest of the box is not small in a frozen solvent (other transient cavities):
-    :func:`estimate` adds it by test insertions. Without a restraint, the solute must localise from the whole
+    w(X, a) = −ln[(1/V) ∫_{ball(a)} e^{−Δu(X, g)} dg] = ln(V/V_R) − ln⟨e^{−Δu}⟩_{ball(a)} (V the box, V_R the ball).
+    The rest of the box is not small in a frozen solvent (other transient cavities): :func:`estimate` adds it
+    by test insertions. Without a restraint, the solute must localise from the whole
     box into its cavity along the path, a binding transition the exchanges cross slowly (walkers started in the
     cavity stay there at intermediate coupling, which biased methane's ΔF(X) low by about 1.5 kT).
     """
@@ -391,7 +392,7 @@ def estimate(potential: nti.LambdaPotential, coupled: Tensor, edge: float, const
     land. With a ``radius`` (nm) the TI covers the ball about the solute's centroid and ``insertions`` test
     insertions (:func:`insertion_log_means`) the rest of the box, whose share is not small: in a frozen frame
     of water the other transient cavities hold about as much of z(X) as the solute's own (leaving them out
-    raised methane's ΔG_hyd by about 0.8 kcal/mol). For decoupled frames (``decoupled`` ``[F₀, n + 1, 3]``,
+    raised methane's ΔG_hyd by 0.8–1 kcal/mol). For decoupled frames (``decoupled`` ``[F₀, n + 1, 3]``,
     frames of MD with the solute decoupled), z(X) is the test-insertion average over the whole box.
 
     One-sided (no ``decoupled``): ΔF = ln⟨e^{w}⟩ over the coupled frames, delta-method error. Two-sided: BAR
