@@ -494,11 +494,12 @@ def _expand_bg(entry: _Map, where: _Where, campaign: Campaign) -> list[JobSpec]:
     for name, line in systems:
         if name not in SYSTEMS:
             where.fail(line, f"bg system must be one of {', '.join(SYSTEMS)}, got {name!r}")
+    numbers = {name: _numbers(entry, where, asdict(BGSetup(system=name)), _BG_NUMBERS) for name, _ in systems}
     seed = where.number(entry, "seed", 0, int, minimum=0)
     repeats = where.number(entry, "repeats", 1, int, minimum=1)
     resources = _resources(entry, where, campaign.cluster.resources)
-    return [JobSpec("bg", {**_numbers(entry, where, asdict(BGSetup(system=name)), _BG_NUMBERS), "system": name,
-                           "seed": seed + r}, group=f"bg/{name}/seed-{seed + r}", resources=resources)
+    return [JobSpec("bg", {**numbers[name], "system": name, "seed": seed + r}, group=f"bg/{name}/seed-{seed + r}",
+                    resources=resources)
             for name, _ in systems for r in range(repeats)]
 
 
