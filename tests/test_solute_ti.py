@@ -296,6 +296,24 @@ def test_per_frame_ti_matches_brute_force_integration_over_poses(one_thread):
     np.testing.assert_allclose(per_frame, restrained, atol=0.15)
 
 
+def test_uniform_poses_are_uniform_in_position_and_orientation():
+    """Haar orientations: a body axis points uniformly over the sphere (⟨n⟩ = 0, ⟨n nᵀ⟩ = I/3); centroids are
+    uniform in the box (mean edge/2, variance edge²/12 per axis); the body is moved rigidly."""
+    generator = torch.Generator().manual_seed(0)
+    body = torch.tensor([[0.0, 0.0, 0.0], [0.1, 0.0, 0.0], [0.0, 0.2, 0.0]], dtype=torch.float64)
+    x = solute_ti.pack(torch.zeros(40_000), (body + 5.0).expand(40_000, 3, 3))
+    frame, y = solute_ti.unpack(solute_ti.uniform_poses(x, 2.0, generator))
+    assert bool((frame == 0).all())
+    axis = (y[:, 1] - y[:, 0]) / 0.1
+    torch.testing.assert_close(axis.norm(dim=-1), torch.ones(40_000, dtype=torch.float64))
+    assert float(axis.mean(0).abs().max()) < 0.02
+    torch.testing.assert_close(axis.T @ axis / 40_000, torch.eye(3, dtype=torch.float64) / 3, atol=0.01, rtol=0)
+    torch.testing.assert_close(torch.cdist(y, y), torch.cdist(body, body).expand(40_000, 3, 3))
+    centre = y.mean(1)
+    assert float((centre.mean(0) - 1.0).abs().max()) < 0.02
+    assert float((centre.var(0) - 4.0 / 12).abs().max()) < 0.02
+
+
 def test_test_insertions_match_brute_force_and_split_at_the_ball(one_thread):
     """:func:`insertion_log_means` over the whole box equals the brute-force −ln z(X) of the same frame; outside a
     0.6 nm ball about a pose plus the ball's own brute-force integral makes up the whole box again."""
