@@ -55,7 +55,8 @@ class Target:
     """A benchmark target: energy factory, EGNN and sampler settings, budgets (energy evaluations).
 
     ``sample_steps``: Euler–Maruyama steps of the final samples (None: the training's ``config.n_steps``);
-    finer steps cost wall time only, not energy evaluations.
+    finer steps cost wall time only, not energy evaluations. ``n_rbf``, ``rbf_max``: the EGNN's Gaussian
+    distance features (see :class:`~molfree.samplers.EGNNDrift`).
     """
 
     name: str
@@ -68,6 +69,8 @@ class Target:
     quick_budget: int
     mcmc_step: float
     sample_steps: int | None = None
+    n_rbf: int = 0
+    rbf_max: float = 3.0
 
 
 def _config(sigma_max: float, n_steps: int, drift_length: float, max_grad_norm: float) -> AdjointConfig:
@@ -77,7 +80,7 @@ def _config(sigma_max: float, n_steps: int, drift_length: float, max_grad_norm: 
 
 TARGETS = {
     "dw4": Target("dw4", DoubleWellEnergy.dw4, 4.0, 32, 2, _config(3.0, 50, 1.0, 50.0), 200_000, 20_000, 0.5,
-                  sample_steps=200),
+                  sample_steps=200, n_rbf=32, rbf_max=2.5),
     "lj13": Target("lj13", LennardJonesClusterEnergy.lj13, 1.0, 32, 2, _config(1.5, 50, 0.3, 100.0),
                    1_000_000, 5_000, 0.1),
     "lj55": Target("lj55", LennardJonesClusterEnergy.lj55, 1.0, 64, 3, _config(2.0, 100, 0.3, 100.0),
@@ -117,7 +120,8 @@ def run(target: Target, quick: bool, n_samples: int, n_aligned: int, seed: int =
     floor = aligned_w2(ref[:n_aligned], ref[half:half + n_aligned])
 
     budget = target.quick_budget if quick else target.budget
-    net = EGNNDrift(hidden=target.hidden, n_layers=target.n_layers, length_scale=target.length_scale)
+    net = EGNNDrift(hidden=target.hidden, n_layers=target.n_layers, length_scale=target.length_scale,
+                    n_rbf=target.n_rbf, rbf_max=target.rbf_max)
     sampler = AdjointSampler(energy, net, T, target.config, seed=seed)
     start = time.perf_counter()
     sampler.train(max_energy_evaluations=budget - n_samples)

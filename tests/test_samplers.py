@@ -25,6 +25,7 @@ from molfree.samplers import (
     normalised_ess,
     wasserstein_1d,
 )
+from molfree.samplers.adjoint import ReplayBuffer
 from molfree.samplers.metrics import aligned_distance, importance_resample
 
 T = units.REDUCED_TEMPERATURE
@@ -240,6 +241,29 @@ def test_importance_resampling_follows_the_weights():
     assert torch.bincount(idx, minlength=3).tolist() == pytest.approx([10_000, 30_000, 0], rel=0.03, abs=0)
 
 
+@pytest.mark.parametrize("power", [0.0, 0.5, 1.0])
+def test_replay_batches_follow_the_tempered_path_weights(power):
+    buffer = ReplayBuffer(capacity=3)
+    buffer.add(torch.zeros(1, 1, 1), torch.zeros(1, 1, 1), torch.tensor([5.0]))  # pushed out by capacity
+    buffer.add(torch.arange(3.0).reshape(3, 1, 1), -torch.arange(3.0).reshape(3, 1, 1),
+               torch.tensor([0.0, math.log(3.0), -math.inf]))
+    x, target = buffer.sample(40_000, gen(), power)
+    assert torch.equal(target, -x)
+    expected = np.array([1.0, 3.0**power, 0.0 if power else 1.0])
+    counts = torch.bincount(x.flatten().long(), minlength=3).numpy()
+    assert counts == pytest.approx(40_000 * expected / expected.sum(), rel=0.03, abs=0)
+
+
+def test_replay_tempering_power_meets_the_ess_floor():
+    """Gaussian log-weights with variance s²: the normalised ESS of w^β is exp(−β²s²)."""
+    buffer = ReplayBuffer(capacity=200_000)
+    log_w = 2.0 * torch.randn(200_000, generator=gen(), dtype=torch.float64)
+    buffer.add(torch.zeros(200_000, 1, 1), torch.zeros(200_000, 1, 1), log_w)
+    assert buffer.tempering_power(0.5) == pytest.approx(math.sqrt(math.log(2.0)) / 2.0, abs=0.01)
+    assert buffer.tempering_power(1.0) == 0.0
+    assert buffer.tempering_power(1e-9) == 1.0
+
+
 def test_benchmark_summary_is_mean_and_spread_over_seeds():
     import runpy
     summarise = runpy.run_path(str(SYSTEMS.parent / "benchmarks" / "adjoint_sampling.py"))["summarise"]
@@ -303,10 +327,10 @@ def random_rotation(dim, seed):
     return q if torch.det(q) > 0 else q.flip(1)
 
 
-@pytest.mark.parametrize("dim", [2, 3])
-def test_egnn_is_equivariant_and_com_free(dim):
+@pytest.mark.parametrize("dim,n_rbf", [(2, 0), (3, 0), (2, 8), (3, 8)])
+def test_egnn_is_equivariant_and_com_free(dim, n_rbf):
     torch.manual_seed(0)
-    net = EGNNDrift(hidden=16, n_layers=2, length_scale=1.0).double()
+    net = EGNNDrift(hidden=16, n_layers=2, length_scale=1.0, n_rbf=n_rbf).double()
     x = torch.randn(3, 5, dim, generator=gen(1), dtype=torch.float64)
     t = torch.rand(3, generator=gen(2), dtype=torch.float64)
     out = net(x, t)
@@ -365,6 +389,9 @@ def test_bad_inputs_raise():
         AdjointConfig(n_steps=0)
     with pytest.raises(ValueError):
         AdjointConfig(lr=-1.0)
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="replay_ess"):
+            AdjointConfig(replay_ess=bad)
     with pytest.raises(ValueError):
         AdjointSampler(gmm, MLPDrift(1, 2), temperature=-1.0)
     sampler = AdjointSampler(gmm, MLPDrift(1, 2), T)

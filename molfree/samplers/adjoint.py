@@ -9,6 +9,11 @@ then regress ``v_θ(X_t, t)`` (u = σ v) onto ``−∇g(x₁)`` for X_t drawn fr
 Brownian bridge between 0 and x₁ — many regression steps per energy evaluation. Regressing
 ``v = u/σ`` with t drawn half uniformly, half with density ∝ σ(t)², has the same minimiser as
 the paper's loss on ``u`` (a per-time reweighting of the same conditional expectation).
+
+The buffer also keeps each sample's exact path log-weight (the energy comes with the gradient, so
+at no extra evaluation). With ``AdjointConfig.replay_ess`` < 1, batches are drawn ∝ w^β, β tempered
+adaptively: this gives the regression a pull on the basins' weights, to which the plain objective
+is blind.
 """
 from __future__ import annotations
 
@@ -37,7 +42,12 @@ class AdjointConfig:
     lr: Adam learning rate; clip_param_grad: norm clip of the parameter gradient;
     drift_length: ℓ of the drift's time profile (see :meth:`AdjointSampler._drift`), about the width
     of the target's features; max_grad_norm: per-sample norm clip of ∇E/kT (1/nm), None for no clip;
-    com_free: sample in the centre-of-mass-free subspace (particle systems).
+    com_free: sample in the centre-of-mass-free subspace (particle systems);
+    replay_ess: regression batches are drawn from the buffer ∝ w^β, w each sample's exact path weight,
+    with the largest β ∈ [0, 1] whose normalised effective sample size over the buffer is at least
+    ``replay_ess`` (adaptive tempering; 1 keeps β = 0, uniform draws, plain adjoint sampling). The plain
+    objective leaves any density ∝ exp(−E/kT) within each basin where it is, whatever the basins'
+    weights, so the weights drift; β > 0 pulls them towards the target's.
     """
 
     sigma_min: float = 0.01
@@ -52,6 +62,7 @@ class AdjointConfig:
     clip_param_grad: float = 1.0
     drift_length: float = 1.0
     com_free: bool = False
+    replay_ess: float = 1.0
 
     def __post_init__(self):
         for name in ("n_steps", "samples_per_iteration", "buffer_size", "train_steps_per_iteration",
@@ -61,6 +72,8 @@ class AdjointConfig:
         if not (self.lr > 0 and self.clip_param_grad > 0 and self.drift_length > 0) or (
                 self.max_grad_norm is not None and not self.max_grad_norm > 0):
             raise ValueError("lr, clip_param_grad, drift_length and max_grad_norm must be positive")
+        if not 0.0 < self.replay_ess <= 1.0:
+            raise ValueError(f"replay_ess must be in (0, 1], got {self.replay_ess}")
 
 
 @dataclass
@@ -95,28 +108,49 @@ class LogZEstimate:
 
 
 class ReplayBuffer:
-    """FIFO store of terminal points ``[M, N, dim]`` and their regression targets ``[M, N, dim]``."""
+    """FIFO store of terminal points ``[M, N, dim]``, their regression targets ``[M, N, dim]`` and their
+    path log-weights ``[M]``."""
 
     def __init__(self, capacity: int):
         self.capacity = capacity
         self.x: torch.Tensor | None = None
         self.target: torch.Tensor | None = None
+        self.log_weights: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return 0 if self.x is None else self.x.shape[0]
 
-    def add(self, x: torch.Tensor, target: torch.Tensor) -> None:
+    def add(self, x: torch.Tensor, target: torch.Tensor, log_weights: torch.Tensor) -> None:
         """Append a batch and drop the oldest entries beyond capacity."""
         if self.x is None:
-            self.x, self.target = x, target
+            self.x, self.target, self.log_weights = x, target, log_weights
         else:
             self.x, self.target = torch.cat([self.x, x]), torch.cat([self.target, target])
+            self.log_weights = torch.cat([self.log_weights, log_weights])
         self.x, self.target = self.x[-self.capacity:], self.target[-self.capacity:]
+        self.log_weights = self.log_weights[-self.capacity:]
 
-    def sample(self, n: int, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``n`` entries drawn uniformly with replacement."""
-        idx = torch.randint(len(self), (n,), generator=generator)
+    def sample(self, n: int, generator=None, power: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` entries drawn with replacement, with probability ∝ w^power (uniformly for 0)."""
+        if power == 0.0:
+            idx = torch.randint(len(self), (n,), generator=generator)
+        else:
+            probs = torch.softmax(power * self.log_weights, dim=0)
+            idx = torch.multinomial(probs, n, replacement=True, generator=generator)
         return self.x[idx], self.target[idx]
+
+    def tempering_power(self, min_ess: float, tolerance: float = 1e-3) -> float:
+        """Largest β ∈ [0, 1] with normalised ESS of w^β over the buffer ≥ ``min_ess`` (bisection; the
+        ESS falls as β grows)."""
+        if min_ess >= 1.0:
+            return 0.0
+        if normalised_ess(self.log_weights) >= min_ess:
+            return 1.0
+        low, high = 0.0, 1.0
+        while high - low > tolerance:
+            mid = 0.5 * (low + high)
+            low, high = (mid, high) if normalised_ess(mid * self.log_weights) >= min_ess else (low, mid)
+        return low
 
 
 class AdjointSampler:
@@ -150,6 +184,7 @@ class AdjointSampler:
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=self.config.lr)
         self.generator = torch.Generator().manual_seed(seed)
         self.iterations = 0
+        self.replay_power = 0.0
         self.energy_evaluations = 0
         self.wall_time_s = 0.0
 
@@ -165,17 +200,19 @@ class AdjointSampler:
             out[finite] = self.energy.reduced(x[finite].double(), temperature=self.temperature)
         return out
 
-    def _reduced_gradient(self, x: torch.Tensor) -> torch.Tensor:
-        """∇(E/kT) ``[B, N, dim]`` (1/nm), norm-clipped per sample; counts ``B`` evaluations."""
+    def _reduced_energy_and_gradient(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """E/kT ``[B]`` (float64) and ∇(E/kT) ``[B, N, dim]`` (1/nm), the gradient norm-clipped per sample;
+        one evaluation each, counts ``B``."""
         self.energy_evaluations += x.shape[0]
         with torch.enable_grad():
             xd = x.detach().double().requires_grad_(True)
-            (grad,) = torch.autograd.grad(self.energy.reduced(xd, temperature=self.temperature).sum(), xd)
+            reduced = self.energy.reduced(xd, temperature=self.temperature)
+            (grad,) = torch.autograd.grad(reduced.sum(), xd)
         grad = self.sde.project(grad)
         if self.config.max_grad_norm is not None:
             norm = grad.flatten(1).norm(dim=1).clamp_min(1e-30)[:, None, None]
             grad = grad * (self.config.max_grad_norm / norm).clamp(max=1.0)
-        return grad.to(x.dtype)
+        return reduced.detach(), grad.to(x.dtype)
 
     # -- training -----------------------------------------------------------------------------------------
 
@@ -195,16 +232,19 @@ class AdjointSampler:
 
     def _collect(self) -> None:
         """Simulate new terminal points, evaluate their gradients once, fill the buffer."""
-        x1, _ = self.sde.simulate(self._drift, self.config.samples_per_iteration, self.shape,
-                                  generator=self.generator)
-        x1 = x1[torch.isfinite(x1).flatten(1).all(1)]
+        x1, log_ratio = self.sde.simulate(self._drift, self.config.samples_per_iteration, self.shape,
+                                          generator=self.generator)
+        finite = torch.isfinite(x1).flatten(1).all(1)
+        x1, log_ratio = x1[finite], log_ratio[finite]
         if not len(x1):
             raise RuntimeError("every simulated path diverged (non-finite terminal points); lower lr or sigma_max, "
                                "or raise n_steps")
-        grad = self._reduced_gradient(x1)
+        reduced, grad = self._reduced_energy_and_gradient(x1)
         target = -self.sde.reference_score(x1) - grad  # −∇g = −∇E/kT − ∇ ln p_ref
-        finite = torch.isfinite(target).flatten(1).all(1)
-        self.buffer.add(x1[finite], target[finite])
+        log_weights = self.sde.log_weights(x1, log_ratio, reduced)
+        finite = torch.isfinite(target).flatten(1).all(1) & torch.isfinite(log_weights)
+        self.buffer.add(x1[finite], target[finite], log_weights[finite])
+        self.replay_power = self.buffer.tempering_power(self.config.replay_ess)
 
     def _training_times(self, n: int) -> torch.Tensor:
         """Times ``[n]`` from ½ U(0, 1) + ½ (density ∝ σ(t)²): the early, high-noise times carry most of
@@ -215,7 +255,7 @@ class AdjointSampler:
 
     def _regress(self) -> float:
         """One adjoint-matching step on a replay-buffer batch; returns the loss."""
-        x1, target = self.buffer.sample(self.config.train_batch_size, self.generator)
+        x1, target = self.buffer.sample(self.config.train_batch_size, self.generator, self.replay_power)
         t = self._training_times(x1.shape[0]).to(x1.dtype)
         xt = self.sde.bridge(x1, t, self.generator)
         # weight 1/c(t) partly undoes the c² damping of the network's gradient at early times
@@ -255,7 +295,8 @@ class AdjointSampler:
             losses.append(loss)
             self.iterations += 1
             bar.update(self.energy_evaluations - before if max_energy_evaluations else 1)
-            bar.set_postfix(loss=f"{loss:.3g}", evals=self.energy_evaluations)
+            bar.set_postfix(loss=f"{loss:.3g}", evals=self.energy_evaluations,
+                            **({"beta": f"{self.replay_power:.2f}"} if cfg.replay_ess < 1 else {}))
             if checkpoint is not None and self.iterations % checkpoint_every == 0:
                 self.wall_time_s += time.perf_counter() - start
                 start = time.perf_counter()
@@ -293,7 +334,7 @@ class AdjointSampler:
     def save(self, path: str | Path) -> Path:
         """Write network, optimiser, buffer, counters and RNG state atomically to ``path``."""
         state = {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "buffer": (self.buffer.x, self.buffer.target), "iterations": self.iterations,
+                 "buffer": (self.buffer.x, self.buffer.target, self.buffer.log_weights), "iterations": self.iterations,
                  "energy_evaluations": self.energy_evaluations, "wall_time_s": self.wall_time_s,
                  "generator": self.generator.get_state(), "config": asdict(self.config),
                  "temperature": self.temperature}
@@ -312,7 +353,7 @@ class AdjointSampler:
             raise ValueError(f"checkpoint {path} was written with a different config or temperature")
         self.net.load_state_dict(state["net"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.buffer.x, self.buffer.target = state["buffer"]
+        self.buffer.x, self.buffer.target, self.buffer.log_weights = state["buffer"]
         self.iterations = state["iterations"]
         self.energy_evaluations = state["energy_evaluations"]
         self.wall_time_s = state["wall_time_s"]

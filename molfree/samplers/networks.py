@@ -56,21 +56,36 @@ class MLPDrift(nn.Module):
         return self.net(torch.cat([flat, self.time(t)], dim=-1)).reshape(x.shape)
 
 
+class GaussianDistances(nn.Module):
+    """Gaussian expansion of a reduced distance r/ℓ: ``[...] -> [..., n]``, centres evenly on [0, r_max/ℓ]."""
+
+    def __init__(self, n: int, reduced_max: float):
+        super().__init__()
+        self.register_buffer("centres", torch.linspace(0.0, reduced_max, n))
+        self.inverse_width = (n - 1) / reduced_max
+
+    def forward(self, r: torch.Tensor) -> torch.Tensor:
+        return torch.exp(-0.5 * ((r[..., None] - self.centres) * self.inverse_width).pow(2))
+
+
 class EGNNLayer(nn.Module):
     """One E(n)-equivariant message-passing layer (Satorras et al. 2021) on the complete graph.
 
     ``bounded`` passes the coordinate weights through tanh, so the layer moves a particle by at
-    most ``length_scale`` (keeps stacked layers stable).
+    most ``length_scale`` (keeps stacked layers stable). ``n_rbf`` > 0 feeds the edges a Gaussian
+    expansion of r/ℓ (on [0, ``rbf_max``]) besides d², so narrow features in the pair distance are
+    resolved.
     """
 
-    def __init__(self, hidden: int, length_scale: float, bounded: bool):
+    def __init__(self, hidden: int, length_scale: float, bounded: bool, n_rbf: int = 0, rbf_max: float = 3.0):
         super().__init__()
         self.length_scale = length_scale
         self.bounded = bounded
-        # first edge layer W [h_i, h_j, d²] split per node, so it costs O(N) not O(N²) matmuls
+        # first edge layer W [h_i, h_j, d², rbf(d)] split per node, so it costs O(N) not O(N²) matmuls
         self.edge_i = nn.Linear(hidden, hidden)
         self.edge_j = nn.Linear(hidden, hidden, bias=False)
-        self.edge_d = nn.Linear(1, hidden, bias=False)
+        self.edge_d = nn.Linear(1 + n_rbf, hidden, bias=False)
+        self.rbf = GaussianDistances(n_rbf, rbf_max) if n_rbf else None
         self.edge = nn.Sequential(nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU())
         self.coord = mlp(hidden, hidden, 1, 1)
         self.node = mlp(2 * hidden, hidden, hidden, 1)
@@ -79,7 +94,8 @@ class EGNNLayer(nn.Module):
         n = x.shape[1]
         diff = (x[:, :, None] - x[:, None, :]) / self.length_scale  # [B, N, N, dim]
         d2 = diff.pow(2).sum(-1, keepdim=True)
-        pre = self.edge_i(h)[:, :, None] + self.edge_j(h)[:, None, :] + self.edge_d(d2)
+        edge_features = d2 if self.rbf is None else torch.cat([d2, self.rbf((d2 + 1e-12).sqrt()[..., 0])], -1)
+        pre = self.edge_i(h)[:, :, None] + self.edge_j(h)[:, None, :] + self.edge_d(edge_features)
         off_diagonal = 1.0 - torch.eye(n, dtype=x.dtype, device=x.device)[None, :, :, None]
         m = self.edge(pre) * off_diagonal
         weights = self.coord(m)
@@ -100,15 +116,17 @@ class EGNNDrift(nn.Module):
 
     Args:
         hidden: feature width; n_layers: message-passing layers;
-        length_scale: typical interparticle distance (nm) used to normalise distances.
+        length_scale: typical interparticle distance (nm) used to normalise distances;
+        n_rbf, rbf_max: Gaussian distance features on [0, rbf_max] in units of length_scale (0: d² only).
     """
 
-    def __init__(self, hidden: int = 64, n_layers: int = 4, length_scale: float = 1.0, n_time_features: int = 16):
+    def __init__(self, hidden: int = 64, n_layers: int = 4, length_scale: float = 1.0, n_time_features: int = 16,
+                 n_rbf: int = 0, rbf_max: float = 3.0):
         super().__init__()
         self.time = TimeFeatures(n_time_features)
         self.embed = mlp(n_time_features, hidden, hidden, 1)
-        self.layers = nn.ModuleList(EGNNLayer(hidden, float(length_scale), bounded=i < n_layers - 1)
-                                    for i in range(n_layers))
+        self.layers = nn.ModuleList(EGNNLayer(hidden, float(length_scale), bounded=i < n_layers - 1, n_rbf=n_rbf,
+                                              rbf_max=rbf_max) for i in range(n_layers))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if x.shape[1] < 2:
