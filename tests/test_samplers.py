@@ -27,6 +27,7 @@ from molfree.samplers import (
 )
 from molfree.samplers.adjoint import ReplayBuffer
 from molfree.samplers.metrics import aligned_distance, importance_resample
+from molfree.samplers.networks import GaussianDistances
 
 T = units.REDUCED_TEMPERATURE
 SYSTEMS = Path(__file__).resolve().parents[1] / "systems"
@@ -342,6 +343,17 @@ def test_egnn_is_equivariant_and_com_free(dim, n_rbf):
     assert_close(net(x + torch.randn(3, 1, dim, generator=gen(5), dtype=torch.float64), t), out)
     out.pow(2).sum().backward()
     assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
+
+
+def test_gaussian_distance_features():
+    rbf = GaussianDistances(5, 2.0)
+    features = rbf(torch.tensor([0.0, 0.5, 0.75]))
+    assert features.shape == (3, 5)
+    assert_close(features[0, 0], torch.tensor(1.0))
+    assert_close(features[1], torch.exp(-0.5 * torch.tensor([1.0, 0.0, 1.0, 4.0, 9.0])))
+    assert_close(features[2, 1], features[2, 2])
+    with pytest.raises(ValueError, match="n >= 2"):
+        EGNNDrift(n_rbf=1)
 
 
 def test_mlp_drift_shape():

@@ -57,10 +57,13 @@ class MLPDrift(nn.Module):
 
 
 class GaussianDistances(nn.Module):
-    """Gaussian expansion of a reduced distance r/ℓ: ``[...] -> [..., n]``, centres evenly on [0, r_max/ℓ]."""
+    """Gaussian expansion of a reduced distance r/ℓ, ``[...] -> [..., n]``: ``n`` centres evenly on
+    [0, ``reduced_max``], each as wide as their spacing."""
 
     def __init__(self, n: int, reduced_max: float):
         super().__init__()
+        if n < 2 or not reduced_max > 0:
+            raise ValueError(f"need n >= 2 Gaussians and reduced_max > 0, got {n} and {reduced_max}")
         self.register_buffer("centres", torch.linspace(0.0, reduced_max, n))
         self.inverse_width = (n - 1) / reduced_max
 
