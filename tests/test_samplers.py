@@ -295,8 +295,8 @@ def dw4_reference():
 @pytest.mark.slow
 @pytest.mark.xfail(reason="known gap (issue 6): this CPU-sized EGNN does not yet reach the DW-4 goal of energy-W2 "
                           "<= 0.6 and distance-W2 <= 0.15 from raw samples; measured 1.08/0.21, 1.34/0.28 and "
-                          "1.55/0.82 (seeds 0-2) at 2e5 evaluations (python benchmarks/adjoint_sampling.py --targets dw4): "
-                          "samples 1-1.5 kT too hot, basin weights drift between training iterations",
+                          "1.55/0.82 (seeds 0-2) at 2e5 evaluations (python benchmarks/adjoint_sampling.py "
+                          "--targets dw4): samples 1-1.5 kT too hot, basin weights drift between training iterations",
                    strict=False)
 def test_dw4_within_2e5_evaluations_beside_mcmc():
     """Uses 4×10⁴ of the 2×10⁵ allowed evaluations (CPU time is the binding limit here)."""
