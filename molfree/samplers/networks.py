@@ -97,14 +97,15 @@ class EGNNLayer(nn.Module):
         n = x.shape[1]
         diff = (x[:, :, None] - x[:, None, :]) / self.length_scale  # [B, N, N, dim]
         d2 = diff.pow(2).sum(-1, keepdim=True)
-        edge_features = d2 if self.rbf is None else torch.cat([d2, self.rbf((d2 + 1e-12).sqrt()[..., 0])], -1)
+        # d² + ε under the root: the diagonal's zero distance must not give an infinite gradient
+        r = (d2 + 1e-12).sqrt()
+        edge_features = d2 if self.rbf is None else torch.cat([d2, self.rbf(r[..., 0])], -1)
         pre = self.edge_i(h)[:, :, None] + self.edge_j(h)[:, None, :] + self.edge_d(edge_features)
         off_diagonal = 1.0 - torch.eye(n, dtype=x.dtype, device=x.device)[None, :, :, None]
         m = self.edge(pre) * off_diagonal
         weights = self.coord(m)
         weights = (torch.tanh(weights) if self.bounded else weights) * off_diagonal / (n - 1)
-        # d² + ε under the root: the diagonal's zero distance must not give an infinite gradient
-        x = x + self.length_scale * (diff / ((d2 + 1e-12).sqrt() + 1.0) * weights).sum(2)
+        x = x + self.length_scale * (diff / (r + 1.0) * weights).sum(2)
         h = h + self.node(torch.cat([h, m.sum(2) / (n - 1)], -1))
         return h, x
 
