@@ -474,6 +474,8 @@ def run_conformers(smiles: str, out: str | Path, energy: str = "mmff", n: int = 
         reference_heavy, matches = cm.heavy_positions(reference.molecule)
         metrics.update(reference={"embeddings": reference_embeddings, "n_kept": len(reference.energies),
                                   "wall_time_s": reference.wall_time_s,
+                                  "min_energy_kj_mol": float(reference.energies.min()) if len(reference.energies)
+                                  else None,
                                   "description": "ETKDGv3 embeddings, MMFF94 relaxation, heavy-atom RMSD dedup"},
                        molfree=_summary(generated, reference_heavy, matches),
                        etkdg=_summary(baseline, reference_heavy, matches))
@@ -493,10 +495,11 @@ def run_conformers(smiles: str, out: str | Path, energy: str = "mmff", n: int = 
 def _report(metrics: dict, table: str) -> str:
     ref = metrics["reference"]
     fixes = "".join(f"\n- {f}" for f in metrics["stereo_fixes"])
+    lowest = f", lowest energy {ref['min_energy_kj_mol']:.1f} kJ/mol" if ref["min_energy_kj_mol"] is not None else ""
     return (f"# Conformers of `{metrics['smiles']}`\n\n"
             f"Energy: {metrics['energy']}; {metrics['n']} conformers requested; relaxation: {metrics['relax'] or 'none'}; "
             f"deduplication at {metrics['rmsd_threshold_angstrom']} Å heavy-atom RMSD; {metrics['n_torsions']} torsions "
             f"sampled at {metrics['sampler']['temperature']} K.{fixes}\n\n"
-            f"Reference: {ref['description']} from {ref['embeddings']} embeddings → {ref['n_kept']} conformers. "
-            "It is built by ETKDG itself, so it favours the ETKDG baseline. The baseline gets the same "
+            f"Reference: {ref['description']} from {ref['embeddings']} embeddings → {ref['n_kept']} conformers"
+            f"{lowest}. It is built by ETKDG itself, so it favours the ETKDG baseline. The baseline gets the same "
             "number of embeddings, relaxation and deduplication as molfree.\n\n```\n" + table + "\n```\n")
