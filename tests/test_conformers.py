@@ -224,6 +224,75 @@ def test_rmsd_matrix_equals_rdkit_best_rms_and_coverage_of_itself_is_perfect():
     assert 0 not in kept[1:] and len(kept) < len(positions)
 
 
+# -- ring puckers ------------------------------------------------------------------------------------------------
+
+#: a cyclohexene (two half-chair puckers) with three rotatable bonds
+RING = "CC[C@H]1CC=CC[C@@H]1CCO"
+
+
+@pytest.fixture(scope="module")
+def ring_molecule():
+    molecule, _ = wf.prepare_molecule(RING)
+    return molecule, RotatableTorsions.from_molecule(molecule), wf.MMFFEnergy(molecule)
+
+
+def test_ring_pucker_seeds_find_both_half_chairs_and_none_without_a_ring(ring_molecule, ibuprofen):
+    molecule, _, mmff = ring_molecule
+    seeds, evaluations = wf.ring_pucker_seeds(molecule, mmff, n_embeddings=60, seed=1)
+    assert evaluations == 60 and len(seeds) >= 2
+    assert np.allclose(seeds[0], wf.conformer_positions(molecule)[0])  # the molecule's own seed comes first
+    puckers = dihedrals(torch.as_tensor(seeds), torch.as_tensor(wf.ring_torsion_quads(molecule)))
+    signs = {tuple(np.sign(p[np.abs(p) > math.radians(20)]).tolist()) for p in puckers.numpy()}
+    assert len(signs) >= 2  # the ring torsions change sign between half-chairs
+    molecule, _, mmff = ibuprofen  # an aromatic ring only: nothing to add, nothing evaluated
+    seeds, evaluations = wf.ring_pucker_seeds(molecule, mmff)
+    assert len(seeds) == 1 and evaluations == 0
+
+
+def test_torsions_carry_over_to_another_seed_keeping_its_ring(ring_molecule):
+    molecule, torsions, mmff = ring_molecule
+    seeds, _ = wf.ring_pucker_seeds(molecule, mmff, n_embeddings=60, seed=1)
+    other = torsions.with_seed(torch.as_tensor(seeds[1]))
+    theta = (torch.rand(6, torsions.n_torsions, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+             * 2 - 1) * math.pi
+    x, y = torsions.positions(theta), other.positions(other.offsets_from(torsions, theta))
+    gap = dihedrals(x, torsions.quads) - dihedrals(y, torsions.quads)
+    assert torch.allclose(torch.remainder(gap + math.pi, 2 * math.pi) - math.pi, torch.zeros_like(gap), atol=1e-10)
+    ring = torch.as_tensor(wf.ring_torsion_quads(molecule))
+    assert torch.allclose(dihedrals(y, ring), dihedrals(other.seed[None], ring).expand(6, -1), atol=1e-10)
+    with pytest.raises(ValueError, match="seed must be"):
+        torsions.with_seed(torch.zeros(3, 3))
+
+
+class _PuckerEnergy(Energy):
+    """Two-state toy: 0 kJ/mol when the first ring torsion is positive, ``gap`` kJ/mol otherwise."""
+
+    def __init__(self, n_atoms: int, quad: torch.Tensor, gap: float):
+        super().__init__(n_atoms)
+        self.quad, self.gap = quad, gap
+
+    def energy(self, positions, box):
+        return torch.where(dihedrals(positions, self.quad[None])[:, 0] > 0, 0.0, self.gap).to(positions)
+
+
+def test_rebuilt_pucker_is_drawn_with_boltzmann_weights(ring_molecule):
+    molecule, torsions, mmff = ring_molecule
+    seeds, _ = wf.ring_pucker_seeds(molecule, mmff, n_embeddings=60, seed=1)
+    quad = torch.as_tensor(wf.ring_torsion_quads(molecule))[0]
+    first = dihedrals(torch.as_tensor(seeds), quad[None])[:, 0]
+    pair = np.stack([seeds[int(first.argmax())], seeds[int(first.argmin())]])  # positive, then negative pucker
+    assert first.max() > 0 > first.min()
+    temperature, gap = 300.0, 1.5 * units.kT(300.0)
+    theta = torch.zeros(4000, torsions.n_torsions, dtype=torch.float64)
+    toy = _PuckerEnergy(molecule.GetNumAtoms(), quad, gap)
+    positions, evaluations = wf.rebuild_on_seeds(torsions, theta, pair, toy, temperature,
+                                                 torch.Generator().manual_seed(0))
+    assert evaluations == 8000
+    negative = float((dihedrals(torch.as_tensor(positions), quad[None])[:, 0] < 0).double().mean())
+    expected = math.exp(-1.5) / (1 + math.exp(-1.5))
+    assert negative == pytest.approx(expected, abs=4 * math.sqrt(expected * (1 - expected) / 4000))
+
+
 # -- the workflow ----------------------------------------------------------------------------------------------
 
 

@@ -17,7 +17,7 @@ cos kθ and sin kθ.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -95,6 +95,23 @@ class RotatableTorsions:
     @property
     def n_torsions(self) -> int:
         return self.quads.shape[0]
+
+    def with_seed(self, seed: torch.Tensor) -> RotatableTorsions:
+        """The same rotatable bonds about another conformer ``seed [N, 3]`` (nm) of the molecule."""
+        if seed.shape != self.seed.shape:
+            raise ValueError(f"seed must be {tuple(self.seed.shape)}, got {tuple(seed.shape)}")
+        return replace(self, seed=seed.to(self.seed))
+
+    def offsets_from(self, other: RotatableTorsions, theta: torch.Tensor) -> torch.Tensor:
+        """Offsets ``[B, T]`` (rad) about this seed whose torsions equal those of ``other.positions(theta)``.
+
+        Both must share the rotatable bonds (e.g. ``other.with_seed(...)``); the rest of the geometry
+        (bond angles, ring puckers) stays this seed's.
+        """
+        if not torch.equal(self.quads, other.quads):
+            raise ValueError("the two torsion sets have different rotatable bonds")
+        shift = dihedrals(other.seed[None], other.quads) - dihedrals(self.seed[None], self.quads)
+        return wrap_angle(theta + shift.to(theta))
 
     def positions(self, theta: torch.Tensor) -> torch.Tensor:
         """Cartesian positions ``[B, N, 3]`` (nm, dtype of ``theta``) for torsion offsets ``theta [B, T]`` (rad).

@@ -7,7 +7,9 @@ Pipeline (``molfree conformers``):
 2. train a :class:`~molfree.samplers.torsional.TorsionalAdjointSampler` on exp(−E/kT) over the
    rotatable-bond torsions (the energy evaluated on the Cartesian coordinates rebuilt from the seed),
    draw ``pool · n`` samples and keep a farthest-point subset of ``n`` in torsion space, starting from the
-   lowest energy (``SamplerOptions.pool``; 1 keeps the plain samples);
+   lowest energy (``SamplerOptions.pool``; 1 keeps the plain samples); torsions cannot flip a ring, so each
+   sample's torsions are rebuilt on every ring pucker that 100 ETKDG + MMFF94 embeddings show
+   (:func:`ring_pucker_seeds`) and one pucker is drawn ∝ exp(−E/kT) of the rebuilt geometries;
 3. optionally relax them (``mmff``: RDKit MMFF94; ``energy``: L-BFGS on the chosen energy), drop
    any whose re-perceived bonds or 3D stereochemistry differ from the input, deduplicate by
    heavy-atom RMSD, write ``conformers.sdf`` with energies (kJ/mol, SD property ``energy_kj_mol``);
@@ -42,7 +44,9 @@ from ..samplers.torsional import (
     TorsionalAdjointSampler,
     TorsionalEnergy,
     TorusDrift,
+    dihedrals,
     farthest_point_subset,
+    wrap_angle,
 )
 
 #: Most conformers one run may ask for.
@@ -334,11 +338,77 @@ class SamplerOptions:
                              lr=1e-3, max_grad_norm=100.0, drift_length=0.5)
 
 
+def ring_torsion_quads(molecule) -> np.ndarray:
+    """Atom quadruples ``[R, 4]`` of the consecutive torsions around every non-aromatic ring (their signs
+    and sizes are the ring's pucker); ``[0, 4]`` when there is no such ring."""
+    quads = [(ring[i], ring[(i + 1) % len(ring)], ring[(i + 2) % len(ring)], ring[(i + 3) % len(ring)])
+             for ring in molecule.GetRingInfo().AtomRings()
+             if len(ring) >= 4 and not all(molecule.GetAtomWithIdx(a).GetIsAromatic() for a in ring)
+             for i in range(len(ring))]
+    return np.array(quads, dtype=np.int64).reshape(-1, 4)
+
+
+def ring_pucker_seeds(molecule, energy: Energy, n_embeddings: int = 100, seed: int = 1, tolerance_deg: float = 30.0,
+                      max_seeds: int = 8) -> tuple[np.ndarray, int]:
+    """Seed geometries for the ring puckers that torsion moves cannot reach.
+
+    Embeds ``n_embeddings`` ETKDG conformers (MMFF94-relaxed where MMFF has parameters, like the molecule's own
+    seed) and keeps, lowest energy first, each one whose ring torsions all differ by more than ``tolerance_deg``
+    from every pucker kept so far, starting with the molecule's own seed. Returns positions ``[S, N, 3]`` (nm,
+    the molecule's seed first, S ≤ ``max_seeds``) and the energy evaluations made; only the molecule's seed,
+    at no evaluation, when it has no non-aromatic ring. (RDKit's ``randomSeed`` 0 gave a single pucker in 100
+    embeddings of oseltamivir, seeds 1–3 a third to a half of the other one.)
+    """
+    from rdkit.Chem import AllChem
+
+    own = conformer_positions(molecule)[:1]
+    quads = torch.as_tensor(ring_torsion_quads(molecule))
+    if not len(quads):
+        return own, 0
+    embedded = etkdg(molecule, n_embeddings, seed)
+    if AllChem.MMFFHasAllMoleculeParams(embedded):
+        AllChem.MMFFOptimizeMoleculeConfs(embedded, numThreads=1, maxIters=2000)
+    candidates = conformer_positions(embedded)
+    energies = energies_of(embedded, energy)
+    puckers = dihedrals(torch.as_tensor(np.concatenate([own, candidates])), quads)
+    kept = [0]
+    for i in np.argsort(energies, kind="stable") + 1:
+        differs = wrap_angle(puckers[i] - puckers[kept]).abs().amax(1) > math.radians(tolerance_deg)
+        if len(kept) < max_seeds and np.isfinite(energies[i - 1]) and bool(differs.all()):
+            kept.append(int(i))
+    return np.concatenate([own, candidates])[kept], len(candidates)
+
+
+def rebuild_on_seeds(torsions: RotatableTorsions, theta: torch.Tensor, seeds: np.ndarray, energy: Energy,
+                     temperature: float, generator: torch.Generator | None = None) -> tuple[np.ndarray, int]:
+    """Rebuild sampled torsions ``theta [B, T]`` (rad, offsets about ``torsions.seed``) on each seed ``[S, N, 3]``
+    (nm) with the same torsion values, and keep for each sample one seed drawn ∝ exp(−E/kT) of its rebuilt
+    geometries: the ring pucker drawn from its conditional given the torsions (rigid-rotor model). Returns
+    positions ``[B, N, 3]`` (nm) and the energy evaluations made (B·S; none for one seed)."""
+    with torch.no_grad():
+        rebuilt = []
+        for s in seeds:
+            other = torsions.with_seed(torch.as_tensor(s))
+            rebuilt.append(other.positions(other.offsets_from(torsions, theta)))
+        if len(seeds) == 1:
+            return rebuilt[0].numpy(), 0
+        stacked = torch.stack(rebuilt, 1)  # [B, S, N, 3]
+        e = energy(stacked.flatten(0, 1)).double().reshape(stacked.shape[:2]) / units.kT(temperature)
+        probs = torch.softmax(torch.nan_to_num(-e, nan=-math.inf), 1).nan_to_num(1.0 / len(seeds))
+        which = torch.multinomial(probs, 1, generator=generator)[:, 0]
+        return stacked[torch.arange(len(which)), which].numpy(), stacked.shape[0] * stacked.shape[1]
+
+
 def sample_conformers(molecule, energy: Energy, n: int, options: SamplerOptions, seed: int = 0,
                       progress: bool = True) -> tuple[object, int]:
     """Train the torsional adjoint sampler on ``energy`` about the molecule's seed conformer and draw ``n``
     conformers (a farthest-point subset of ``options.pool · n`` samples); returns the molecule holding them and
-    the energy evaluations used (training + sampling)."""
+    the energy evaluations used (training, sampling, ring seeds).
+
+    Torsions cannot change a ring's pucker: each conformer's torsions are rebuilt on the
+    :func:`ring_pucker_seeds` and one pucker is drawn (:func:`rebuild_on_seeds`). With more than one pucker the
+    conformers no longer follow the sampler's density exactly (they are relaxed and deduplicated afterwards).
+    """
     if options.pool < 1:
         raise ValueError(f"pool must be >= 1, got {options.pool}")
     torch.manual_seed(seed)
@@ -348,10 +418,12 @@ def sample_conformers(molecule, energy: Energy, n: int, options: SamplerOptions,
                                       options.temperature, options.config(), seed=seed)
     sampler.train(max_energy_evaluations=options.max_energy_evaluations, progress=progress)
     result = sampler.sample(options.pool * n)
-    chosen = farthest_point_subset(result.samples.flatten(1), result.reduced_energies, n)
-    with torch.no_grad():
-        positions = target.cartesian_positions(result.samples[chosen].double()).numpy()
-    return with_conformers(molecule, positions), sampler.energy_evaluations
+    theta = result.samples[farthest_point_subset(result.samples.flatten(1), result.reduced_energies, n)]
+    seeds, seed_evaluations = ring_pucker_seeds(molecule, energy, seed=seed + 3)
+    positions, rebuild_evaluations = rebuild_on_seeds(torsions, theta.double().reshape(n, -1), seeds, energy,
+                                                      options.temperature, torch.Generator().manual_seed(seed))
+    evaluations = sampler.energy_evaluations + seed_evaluations + rebuild_evaluations
+    return with_conformers(molecule, positions), evaluations
 
 
 def validate_request(n: int, rmsd_threshold: float, reference_embeddings: int) -> None:
