@@ -353,8 +353,8 @@ def ring_pucker_seeds(molecule, energy: Energy, n_embeddings: int = 100, seed: i
     """Seed geometries for the ring puckers that torsion moves cannot reach.
 
     Embeds ``n_embeddings`` ETKDG conformers (MMFF94-relaxed where MMFF has parameters, like the molecule's own
-    seed) and keeps, lowest energy first, each one whose ring torsions all differ by more than ``tolerance_deg``
-    from every pucker kept so far, starting with the molecule's own seed. Returns positions ``[S, N, 3]`` (nm,
+    seed) and keeps, lowest energy first, each one that differs from every pucker kept so far by more than
+    ``tolerance_deg`` in at least one ring torsion, starting with the molecule's own seed. Returns positions ``[S, N, 3]`` (nm,
     the molecule's seed first, S ≤ ``max_seeds``) and the energy evaluations made; only the molecule's seed,
     at no evaluation, when it has no non-aromatic ring. (RDKit's ``randomSeed`` 0 gave a single pucker in 100
     embeddings of oseltamivir, seeds 1–3 a third to a half of the other one.)
