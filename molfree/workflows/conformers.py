@@ -368,15 +368,15 @@ def ring_pucker_seeds(molecule, energy: Energy, n_embeddings: int = 100, seed: i
     embedded = etkdg(molecule, n_embeddings, seed)
     if AllChem.MMFFHasAllMoleculeParams(embedded):
         AllChem.MMFFOptimizeMoleculeConfs(embedded, numThreads=1, maxIters=2000)
-    candidates = conformer_positions(embedded)
     energies = energies_of(embedded, energy)
-    puckers = dihedrals(torch.as_tensor(np.concatenate([own, candidates])), quads)
+    positions = np.concatenate([own, conformer_positions(embedded)])  # own seed at index 0, embedding i at i + 1
+    puckers = dihedrals(torch.as_tensor(positions), quads)
     kept = [0]
     for i in np.argsort(energies, kind="stable") + 1:
         differs = wrap_angle(puckers[i] - puckers[kept]).abs().amax(1) > math.radians(tolerance_deg)
         if len(kept) < max_seeds and np.isfinite(energies[i - 1]) and bool(differs.all()):
             kept.append(int(i))
-    return np.concatenate([own, candidates])[kept], len(candidates)
+    return positions[kept], len(energies)
 
 
 def rebuild_on_seeds(torsions: RotatableTorsions, theta: torch.Tensor, seeds: np.ndarray, energy: Energy,
