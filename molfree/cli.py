@@ -346,7 +346,7 @@ def _cmd_conformers(args: argparse.Namespace) -> None:
     out = args.out or f"runs/conformers-{args.energy if args.energy in ('mmff', 'xtb') else 'model'}"
     run_conformers(args.smiles, out, energy=args.energy, n=args.n, relax_method=args.relax,
                    rmsd_threshold=args.rmsd_threshold, options=options, reference_embeddings=args.reference_embeddings,
-                   compare=not args.no_compare, seed=args.seed, progress=not args.quiet)
+                   compare=not args.no_compare, seed=args.seed, progress=not args.quiet, reference=args.reference)
     print(f"[molfree conformers] conformers.sdf, metrics.json{'' if args.no_compare else ', etkdg.sdf, report.md'} "
           f"in {out}")
 
@@ -366,8 +366,11 @@ def _add_conformers_parser(sub) -> None:
     conformers.add_argument("--temperature", type=float, default=1000.0,
                             help="sampling temperature, K (default: 1000; higher is more diverse)")
     conformers.add_argument("--budget", type=int, default=6000, help="training energy evaluations (default: 6000)")
+    conformers.add_argument("--reference", choices=("etkdg", "md"), default="etkdg",
+                            help="reference ensemble: etkdg (ETKDG embeddings) or md (1000 K Langevin MD frames 1 ps "
+                                 "apart on --energy); both MMFF94-relaxed and deduplicated (default: etkdg)")
     conformers.add_argument("--reference-embeddings", type=int, default=500,
-                            help="ETKDG embeddings of the reference ensemble (default: 500)")
+                            help="structures relaxed for the reference: ETKDG embeddings or MD frames (default: 500)")
     conformers.add_argument("--no-compare", action="store_true", help="skip the ETKDG baseline and reference")
     conformers.add_argument("--seed", type=int, default=0)
     conformers.add_argument("--out", help="run directory (default: runs/conformers-<energy>)")

@@ -293,6 +293,30 @@ def test_rebuilt_pucker_is_drawn_with_boltzmann_weights(ring_molecule):
     assert negative == pytest.approx(expected, abs=4 * math.sqrt(expected * (1 - expected) / 4000))
 
 
+# -- MD reference ------------------------------------------------------------------------------------------------
+
+
+def test_md_frames_sample_the_thermostat_temperature():
+    """Benzene at 300 K is nearly harmonic: ⟨E − E_min⟩ ≈ (3N − 6)/2 kT = 15 kT, whatever the force constants, if
+    the forces OpenMM integrates are −∇E of the energy in consistent units."""
+    molecule, _ = wf.prepare_molecule("c1ccccc1")
+    mmff = wf.MMFFEnergy(molecule)
+    e_min = wf.energies_of(wf.relax(molecule, "mmff", mmff), mmff)[0]
+    frames = wf.md_frames(molecule, mmff, 150, seed=0, temperature=300.0, frame_interval_ps=0.1, progress=False)
+    assert frames.GetNumConformers() == 150
+    excess = (wf.energies_of(frames, mmff) - e_min) / units.kT(300.0)
+    assert excess.mean() == pytest.approx(15.0, rel=0.25)
+
+
+def test_md_reference_in_the_workflow(tmp_path):
+    options = wf.SamplerOptions(max_energy_evaluations=200, samples_per_iteration=100, train_steps_per_iteration=5,
+                                n_steps=10, hidden=16)
+    metrics = wf.run_conformers(SMALL, tmp_path, n=8, relax_method="mmff", options=options, reference_embeddings=5,
+                                progress=False, reference="md")
+    assert metrics["reference"]["kind"] == "md" and 1 <= metrics["reference"]["n_kept"] <= 5
+    assert "MD frames" in (tmp_path / "report.md").read_text()
+
+
 # -- the workflow ----------------------------------------------------------------------------------------------
 
 
@@ -364,6 +388,7 @@ def test_openmm_and_ase_exposure(small_run):
     ("CCCC", {"energy": "nonexistent.molfree"}, "expected mmff, xtb or an existing"),
     ("CCO.CCO", {}, "several fragments"),
     ("Cc1ccncc1", {}, "no rotatable bonds"),
+    ("CCCC", {"reference": "crest"}, "reference must be one of"),
 ])
 def test_bad_requests_raise_clear_value_errors(tmp_path, smiles, kwargs, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):

@@ -15,7 +15,8 @@ Pipeline (``molfree conformers``):
    heavy-atom RMSD, write ``conformers.sdf`` with energies (kJ/mol, SD property ``energy_kj_mol``);
 4. baseline: ETKDG with the same ``n`` embeddings and the same relaxation and deduplication;
    reference: ETKDG with ``reference_embeddings`` embeddings, MMFF94 relaxation and deduplication
-   (an "exhaustive" ETKDG ensemble — it favours ETKDG-like geometries, note when reading the numbers);
+   (an "exhaustive" ETKDG ensemble — it favours ETKDG-like geometries, note when reading the numbers),
+   or (``reference="md"``) as many frames of 1000 K Langevin MD on the chosen energy, made by neither method;
 5. coverage recall / precision and AMR (:mod:`molfree.samplers.conformer_metrics`) of both against the
    reference, printed side by side, in ``metrics.json`` and ``report.md``.
 
@@ -32,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from .. import units
 from ..energies.engine import engine_energy
@@ -54,6 +56,9 @@ MAX_CONFORMERS = 10_000
 #: Elements MMFF94 has parameters for (RDKit), and the heaviest element GFN2-xTB covers (Rn).
 MMFF_ELEMENTS = frozenset({"H", "C", "N", "O", "F", "Si", "P", "S", "Cl", "Br", "I"})
 XTB_MAX_Z = 86
+#: Reference ensembles for the comparison, and how each is made.
+REFERENCES = {"etkdg": "ETKDGv3 embeddings, MMFF94 relaxation, heavy-atom RMSD dedup",
+              "md": "1000 K Langevin MD frames 1 ps apart, MMFF94 relaxation, heavy-atom RMSD dedup"}
 
 
 # -- molecule and energies ----------------------------------------------------------------------------------------
@@ -233,6 +238,57 @@ def etkdg(molecule, n: int, seed: int):
     if not list(AllChem.EmbedMultipleConfs(out, numConfs=n, params=params)):
         raise ValueError("RDKit ETKDG could not embed any conformer")
     return out
+
+
+class _EnergyComputation:
+    """``openmm.PythonForce`` computation: State → (energy kJ/mol, forces ``[N, 3]`` kJ/mol/nm) of an Energy."""
+
+    def __init__(self, energy: Energy):
+        self.energy = energy
+
+    def __call__(self, state):
+        from openmm import unit
+
+        x = torch.as_tensor(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer), dtype=torch.float64)
+        e, f = self.energy.energy_and_forces(x[None])
+        return float(e[0]), f[0].double().numpy()
+
+
+def md_frames(molecule, energy: Energy, n_frames: int, seed: int, temperature: float = 1000.0,
+              frame_interval_ps: float = 1.0, timestep_fs: float = 1.0, progress: bool = True):
+    """Copy of ``molecule`` whose conformers are ``n_frames`` snapshots of Langevin MD on ``energy``.
+
+    OpenMM's LangevinMiddleIntegrator (1/ps friction, ``timestep_fs``) at ``temperature`` (K) runs on
+    ``energy`` through an ``openmm.PythonForce``, from the molecule's first conformer, with hydrogen
+    masses raised to 4 amu (taken from the bonded heavy atom: the configurational distribution is
+    unchanged); a frame every ``frame_interval_ps`` after one interval of equilibration.
+    """
+    import openmm
+    from openmm import unit
+
+    masses = [atom.GetMass() for atom in molecule.GetAtoms()]
+    for atom in molecule.GetAtoms():
+        if atom.GetAtomicNum() == 1 and atom.GetDegree() == 1:
+            heavy = atom.GetNeighbors()[0].GetIdx()
+            masses[heavy] -= 4.0 - masses[atom.GetIdx()]
+            masses[atom.GetIdx()] = 4.0
+    system = openmm.System()
+    for mass in masses:
+        system.addParticle(mass * unit.amu)
+    system.addForce(openmm.PythonForce(_EnergyComputation(energy)))
+    integrator = openmm.LangevinMiddleIntegrator(temperature * unit.kelvin, 1 / unit.picosecond,
+                                                 timestep_fs * unit.femtosecond)
+    integrator.setRandomNumberSeed(seed + 1)
+    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("Reference"))
+    context.setPositions(conformer_positions(molecule)[0] * unit.nanometer)
+    context.setVelocitiesToTemperature(temperature * unit.kelvin, seed + 1)
+    steps = max(1, round(frame_interval_ps * 1000 / timestep_fs))
+    frames = []
+    integrator.step(steps)
+    for _ in tqdm(range(n_frames), desc=f"MD reference {temperature:g} K", unit="ps", disable=not progress):
+        integrator.step(steps)
+        frames.append(context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer))
+    return with_conformers(molecule, np.asarray(frames))
 
 
 def relax(molecule, method: str | None, energy: Energy, max_iterations: int = 2000, trust_nm: float = 0.02):
@@ -426,14 +482,17 @@ def sample_conformers(molecule, energy: Energy, n: int, options: SamplerOptions,
     return with_conformers(molecule, positions), evaluations
 
 
-def validate_request(n: int, rmsd_threshold: float, reference_embeddings: int) -> None:
-    """ValueErrors for impossible conformer counts and thresholds."""
+def validate_request(n: int, rmsd_threshold: float, reference_embeddings: int, reference: str = "etkdg") -> None:
+    """ValueErrors for impossible conformer counts, thresholds and unknown reference kinds."""
+    if reference not in REFERENCES:
+        raise ValueError(f"reference must be one of {sorted(REFERENCES)}, got {reference!r}")
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= MAX_CONFORMERS:
         raise ValueError(f"-n must be an integer between 1 and {MAX_CONFORMERS}, got {n!r}")
     if not 0 <= rmsd_threshold < 10:
         raise ValueError(f"the RMSD threshold must be in [0, 10) Å, got {rmsd_threshold}")
     if not 1 <= reference_embeddings <= 20 * MAX_CONFORMERS:
-        raise ValueError(f"reference embeddings must be between 1 and {20 * MAX_CONFORMERS}, got {reference_embeddings}")
+        raise ValueError(f"reference structures must be between 1 and {20 * MAX_CONFORMERS}, "
+                         f"got {reference_embeddings}")
 
 
 # -- outputs ------------------------------------------------------------------------------------------------------
@@ -516,10 +575,14 @@ def _summary(conformers: ConformerSet, reference_heavy: np.ndarray, matches) -> 
 
 def run_conformers(smiles: str, out: str | Path, energy: str = "mmff", n: int = 100, relax_method: str | None = None,
                    rmsd_threshold: float = 0.5, options: SamplerOptions | None = None, reference_embeddings: int = 500,
-                   compare: bool = True, seed: int = 0, progress: bool = True) -> dict:
+                   compare: bool = True, seed: int = 0, progress: bool = True, reference: str = "etkdg") -> dict:
     """Generate ``n`` conformers of ``smiles`` with the torsional adjoint sampler; write ``conformers.sdf`` and,
-    with ``compare``, the ETKDG baseline/reference comparison (``metrics.json``, ``report.md``) into ``out``."""
-    validate_request(n, rmsd_threshold, reference_embeddings)
+    with ``compare``, the ETKDG baseline/reference comparison (``metrics.json``, ``report.md``) into ``out``.
+
+    ``reference``: ``"etkdg"`` relaxes ``reference_embeddings`` ETKDG embeddings, ``"md"`` as many frames of
+    1000 K Langevin MD on the chosen energy, 1 ps apart (:func:`md_frames`); both with MMFF94 and deduplication.
+    """
+    validate_request(n, rmsd_threshold, reference_embeddings, reference)
     options = options or SamplerOptions()
     out = Path(out)
     molecule, fixes = prepare_molecule(smiles, seed)
@@ -540,15 +603,17 @@ def run_conformers(smiles: str, out: str | Path, energy: str = "mmff", n: int = 
         start = time.perf_counter()
         baseline = finalise(etkdg(molecule, n, seed + 1), stereo, cartesian, relax_method, rmsd_threshold, 0, start)
         start = time.perf_counter()
-        reference = finalise(etkdg(molecule, reference_embeddings, seed + 2), stereo, cartesian, "mmff",
-                             rmsd_threshold, 0, start)
+        structures = (etkdg(molecule, reference_embeddings, seed + 2) if reference == "etkdg" else
+                      md_frames(molecule, cartesian, reference_embeddings, seed + 2, progress=progress))
+        reference_set = finalise(structures, stereo, cartesian, "mmff", rmsd_threshold, 0, start)
         write_sdf(out / "etkdg.sdf", baseline, smiles, description)
-        reference_heavy, matches = cm.heavy_positions(reference.molecule)
-        metrics.update(reference={"embeddings": reference_embeddings, "n_kept": len(reference.energies),
-                                  "wall_time_s": reference.wall_time_s,
-                                  "min_energy_kj_mol": float(reference.energies.min()) if len(reference.energies)
+        reference_heavy, matches = cm.heavy_positions(reference_set.molecule)
+        metrics.update(reference={"kind": reference, "embeddings": reference_embeddings,
+                                  "n_kept": len(reference_set.energies), "wall_time_s": reference_set.wall_time_s,
+                                  "min_energy_kj_mol": float(reference_set.energies.min())
+                                  if len(reference_set.energies)
                                   else None,
-                                  "description": "ETKDGv3 embeddings, MMFF94 relaxation, heavy-atom RMSD dedup"},
+                                  "description": REFERENCES[reference]},
                        molfree=_summary(generated, reference_heavy, matches),
                        etkdg=_summary(baseline, reference_heavy, matches))
         if generated.energies.size and baseline.energies.size:
@@ -568,10 +633,12 @@ def _report(metrics: dict, table: str) -> str:
     ref = metrics["reference"]
     fixes = "".join(f"\n- {f}" for f in metrics["stereo_fixes"])
     lowest = f", lowest energy {ref['min_energy_kj_mol']:.1f} kJ/mol" if ref["min_energy_kj_mol"] is not None else ""
+    sources = "embeddings" if ref["kind"] == "etkdg" else "MD frames"
+    bias = " It is built by ETKDG itself, so it favours the ETKDG baseline." if ref["kind"] == "etkdg" else ""
     return (f"# Conformers of `{metrics['smiles']}`\n\n"
             f"Energy: {metrics['energy']}; {metrics['n']} conformers requested; relaxation: {metrics['relax'] or 'none'}; "
             f"deduplication at {metrics['rmsd_threshold_angstrom']} Å heavy-atom RMSD; {metrics['n_torsions']} torsions "
             f"sampled at {metrics['sampler']['temperature']} K.{fixes}\n\n"
-            f"Reference: {ref['description']} from {ref['embeddings']} embeddings → {ref['n_kept']} conformers"
-            f"{lowest}. It is built by ETKDG itself, so it favours the ETKDG baseline. The baseline gets the same "
-            "number of embeddings, relaxation and deduplication as molfree.\n\n```\n" + table + "\n```\n")
+            f"Reference: {ref['description']}; {ref['embeddings']} {sources} → {ref['n_kept']} conformers{lowest}."
+            f"{bias} The baseline gets the same number of embeddings, relaxation and deduplication as molfree."
+            "\n\n```\n" + table + "\n```\n")
