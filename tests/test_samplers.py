@@ -21,6 +21,7 @@ from molfree.samplers import (
     distance_w2,
     energy_w2,
     equal_budget_metropolis,
+    log_mean_exp,
     metropolis,
     normalised_ess,
     wasserstein_1d,
@@ -127,6 +128,38 @@ def test_bridge_marginal_matches_reference_process():
     assert float((xt * x1).mean()) == pytest.approx(nu_t, rel=0.03)  # Cov(X_t, X_1) = ν_t
 
 
+def test_bridge_log_kernel_is_the_bridge_density_up_to_a_row_constant():
+    sde = MemorylessSDE(GeometricSchedule(0.05, 2.0))
+    x1 = torch.randn((6, 2, 2), generator=gen(), dtype=torch.float64)
+    t = torch.tensor([0.05, 0.4, 0.9], dtype=torch.float64)
+    xt = torch.randn((3, 2, 2), generator=gen(1), dtype=torch.float64)
+    nu_t, nu_1 = sde.schedule.variance(t)[:, None, None, None], sde.terminal_variance()
+    exact = torch.distributions.Normal(nu_t / nu_1 * x1[None], (nu_t * (nu_1 - nu_t) / nu_1).sqrt()).log_prob(
+        xt[:, None]).sum((-1, -2))
+    difference = sde.bridge_log_kernel(xt, t, x1) - exact
+    assert_close(difference, difference[:, :1].expand_as(difference), rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("t", [0.0, 0.1, 0.3, 0.6, 0.8])
+def test_posterior_target_matches_conjugate_gaussian(t):
+    """Buffer of exact samples of N(m, τ² I): the posterior of X₁ given X_t is Gaussian, so the buffer's
+    posterior mean of −∇g = −(x − m)/τ² + x/ν₁ has a closed form."""
+    sde = MemorylessSDE(GeometricSchedule(0.05, 2.0))
+    nu_1, tau2 = sde.terminal_variance(), 0.25
+    m = torch.tensor([[0.7, -0.4]], dtype=torch.float64)
+    x1 = m + tau2**0.5 * torch.randn((40000, 1, 2), generator=gen(), dtype=torch.float64)
+    buffer = ReplayBuffer(40000)
+    buffer.add(x1, -(x1 - m) / tau2 + x1 / nu_1, torch.zeros(40000, dtype=torch.float64))
+    times = torch.full((200,), t, dtype=torch.float64)
+    xt = sde.bridge(m + tau2**0.5 * torch.randn((200, 1, 2), generator=gen(1), dtype=torch.float64), times, gen(2))
+    nu_t = float(sde.schedule.variance(torch.tensor(t, dtype=torch.float64)))
+    a, s2 = nu_t / nu_1, nu_t * (nu_1 - nu_t) / nu_1
+    mean = (m / tau2 + a * xt / s2) / (1 / tau2 + a * a / s2) if t > 0 else m.expand_as(xt)
+    expected = -(mean - m) / tau2 + mean / nu_1
+    got = buffer.posterior_mean(sde.bridge_log_kernel(xt, times, buffer.x))
+    assert_close(got, expected, rtol=0, atol=0.05 * float(expected.abs().max()) + 0.02)
+
+
 def test_path_log_weights_exact_for_optimal_drift_of_tilted_gaussian():
     """Target N(m, ν₁ I): p/p_ref ∝ exp(m·x/ν₁), whose optimal drift v = m/ν₁ is exact even in discrete time."""
     sde = MemorylessSDE(GeometricSchedule(0.05, 1.5), n_steps=7)
@@ -191,6 +224,20 @@ def test_gmm_small_finds_all_modes_and_log_z():
     assert est.lower_bound <= est.reweighted + 1e-9
     assert est.energy_evaluations == 25 * 500 + 6000
     assert (mode_counts(sampler.sample(2000).samples, gmm) > 0).all()
+
+
+def test_posterior_target_training_learns_a_gaussian():
+    """Training on the buffer's posterior-mean target: the samples of N(m, s² I) and its ln Z."""
+    torch.manual_seed(0)
+    target = HarmonicEnergy(torch.tensor([[1.0, -0.5]]), units.kT(T) / 0.3**2)
+    cfg = AdjointConfig(sigma_max=2.0, n_steps=40, samples_per_iteration=200, buffer_size=1000,
+                        train_steps_per_iteration=20, train_batch_size=128, posterior_target=True)
+    sampler = AdjointSampler(target, MLPDrift(1, 2, hidden=32, n_layers=2), T, cfg)
+    sampler.train(max_iterations=60, progress=False)
+    result = sampler.sample(4000)
+    assert_close(result.samples.mean(0).double(), target.center, rtol=0, atol=0.05)
+    assert float(result.samples.std(0).mean()) == pytest.approx(0.3, abs=0.03)
+    assert float(log_mean_exp(result.log_weights)) == pytest.approx(target.log_partition_function(T), abs=0.05)
 
 
 @pytest.mark.slow

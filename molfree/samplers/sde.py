@@ -112,6 +112,15 @@ class MemorylessSDE:
         noise = self.project(torch.randn(x1.shape, generator=generator, dtype=x1.dtype, device=x1.device))
         return nu_t / nu_1 * x1 + (nu_t * (nu_1 - nu_t) / nu_1).clamp_min(0).sqrt() * noise
 
+    def bridge_log_kernel(self, xt: torch.Tensor, t: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
+        """ln N(x_t; (ν_t/ν_1) x₁, ν_t (ν_1 − ν_t)/ν_1 I) of each ``xt`` ``[B, N, dim]`` at its time ``t`` ``[B]``
+        under each end point ``x1`` ``[M, N, dim]``, ``[B, M]`` float64, up to a term constant along each row
+        (softmax over a row gives the bridge posterior of the end points given x_t)."""
+        nu_t = self.schedule.variance(t.to(torch.float64))[:, None]
+        remaining = (self.terminal_variance() - nu_t).clamp_min(1e-300)
+        x, ends = xt.double().flatten(1), x1.double().flatten(1)
+        return (x @ ends.T - 0.5 * nu_t / self.terminal_variance() * ends.pow(2).sum(1)) / remaining
+
     def time_grid(self, n_steps: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Step start times ``t_k`` ``[K]`` and exact step variances ``s_k² = ν(t_{k+1}) − ν(t_k)`` ``[K]``."""
         k = n_steps or self.n_steps
