@@ -255,23 +255,25 @@ class _EnergyComputation:
 
 
 def md_frames(molecule, energy: Energy, n_frames: int, seed: int, temperature: float = 1000.0,
-              frame_interval_ps: float = 1.0, timestep_fs: float = 1.0, progress: bool = True):
+              frame_interval_ps: float = 1.0, timestep_fs: float = 1.0, hydrogen_mass: float = 3.0,
+              progress: bool = True):
     """Copy of ``molecule`` whose conformers are ``n_frames`` snapshots of Langevin MD on ``energy``.
 
     OpenMM's LangevinMiddleIntegrator (1/ps friction, ``timestep_fs``) at ``temperature`` (K) runs on
-    ``energy`` through an ``openmm.PythonForce``, from the molecule's first conformer, with hydrogen
-    masses raised to 4 amu (taken from the bonded heavy atom: the configurational distribution is
-    unchanged); a frame every ``frame_interval_ps`` after one interval of equilibration.
+    ``energy`` through an ``openmm.PythonForce``, from the molecule's first conformer, with the masses of
+    hydrogens on heavy atoms raised to ``hydrogen_mass`` (amu), taken from the heavy atom (the
+    configurational distribution is unchanged; 3 amu leaves even a CH₄ carbon 4 amu); a frame every
+    ``frame_interval_ps`` after one interval of equilibration.
     """
     import openmm
     from openmm import unit
 
     masses = [atom.GetMass() for atom in molecule.GetAtoms()]
     for atom in molecule.GetAtoms():
-        if atom.GetAtomicNum() == 1 and atom.GetDegree() == 1:
-            heavy = atom.GetNeighbors()[0].GetIdx()
-            masses[heavy] -= 4.0 - masses[atom.GetIdx()]
-            masses[atom.GetIdx()] = 4.0
+        neighbours = atom.GetNeighbors()
+        if atom.GetAtomicNum() == 1 and len(neighbours) == 1 and neighbours[0].GetAtomicNum() > 1:
+            masses[neighbours[0].GetIdx()] -= hydrogen_mass - masses[atom.GetIdx()]
+            masses[atom.GetIdx()] = hydrogen_mass
     system = openmm.System()
     for mass in masses:
         system.addParticle(mass * unit.amu)
