@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from molfree.io import write_json
-from molfree.workflows.conformers import SamplerOptions, run_conformers
+from molfree.workflows.conformers import REFERENCES, SamplerOptions, run_conformers
 
 #: Molecule sets, stereochemistry explicit. "drug-like": small drug-like molecules (2-6 rotatable bonds, RDKit's
 #: count); "flexible": 6-13 rotatable bonds, where 1 Å recall of n = 100 conformers is far from saturated.
@@ -49,7 +49,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="3 drug-like molecules, n = 30, small budgets")
     parser.add_argument("--set", choices=sorted(SETS), default="drug-like", help="molecule set (default drug-like)")
     parser.add_argument("--temperature", type=float, default=1000.0, help="sampling temperature, K")
-    parser.add_argument("--reference", choices=("etkdg", "md"), default="etkdg",
+    parser.add_argument("--reference", choices=sorted(REFERENCES), default="etkdg",
                         help="reference ensemble: ETKDG embeddings or 1000 K MD frames (default etkdg)")
     parser.add_argument("--out", default="runs/benchmarks")
     args = parser.parse_args()
