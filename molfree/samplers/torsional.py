@@ -258,3 +258,7 @@ class TorsionalAdjointSampler(AdjointSampler):
         result = super().sample(n, n_steps, batch_size)
         result.samples = wrap_angle(result.samples)
         return result
+
+    def refine(self, x: torch.Tensor, n_steps: int, step_size: float) -> torch.Tensor:
+        """:meth:`AdjointSampler.refine` on the torus (ε in rad²); returns angles wrapped to [−π, π)."""
+        return wrap_angle(super().refine(x, n_steps, step_size))
