@@ -378,14 +378,14 @@ def dw4_reference():
 @pytest.mark.slow
 def test_dw4_within_2e5_evaluations_beside_mcmc():
     """Energy-W2 ≤ 0.6 and distance-W2 ≤ 0.15 after the Langevin corrector on the learned score, which makes no
-    energy evaluations; uses 4×10⁴ of the 2×10⁵ allowed evaluations (CPU time is the binding limit here). The
-    raw SDE samples are printed, not checked: they run 1-1.5 kT hot (issue 6)."""
+    energy evaluations (~20 min on one core: the benchmark's seed-0 training). The raw SDE samples are printed,
+    not checked: they run 1-1.5 kT hot (issue 6). At 4×10⁴ evaluations the corrector gave 0.36 and 0.28."""
     torch.manual_seed(0)
     dw = DoubleWellEnergy.dw4()
     cfg = AdjointConfig(sigma_max=3.0, n_steps=50, samples_per_iteration=500, train_steps_per_iteration=30,
                         train_batch_size=256, max_grad_norm=50.0, com_free=True)
     sampler = AdjointSampler(dw, EGNNDrift(hidden=32, n_layers=2, length_scale=4.0, n_rbf=32, rbf_max=2.5), T, cfg)
-    sampler.train(max_energy_evaluations=38_000, progress=False)
+    sampler.train(max_energy_evaluations=195_000, progress=False)
     res = sampler.sample(2000, n_steps=200)
     refined = sampler.refine(res.samples, 3000, 0.004)
     assert res.energy_evaluations == sampler.energy_evaluations <= 200_000
