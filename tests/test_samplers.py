@@ -173,19 +173,27 @@ def test_path_log_weights_exact_for_optimal_drift_of_tilted_gaussian():
     assert float(normalised_ess(logw)) == pytest.approx(1.0)
 
 
-def test_path_log_weights_converge_for_continuous_optimal_drift():
-    """Target N(0, s² I): v*(x, t) = −a x / (1 + a (ν₁ − ν_t)), a = 1/s² − 1/ν₁.
+class GaussianOptimalDrift(torch.nn.Module):
+    """The exact continuous optimal drift of the target N(0, s² I): v*(x, t) = −a x / (1 + a (ν₁ − ν_t)),
+    a = 1/s² − 1/ν₁."""
 
-    Euler steps with the continuous-time optimum leave an O(√Δt) spread of ln w that shrinks
-    with the step count; the reweighted ln Z is exact in expectation.
+    def __init__(self, sde, s2):
+        super().__init__()
+        self.sde, self.a = sde, 1 / s2 - 1 / sde.terminal_variance()
+        self.unused = torch.nn.Parameter(torch.zeros(()))  # the sampler's optimiser needs a parameter
+
+    def forward(self, x, t):
+        remaining = self.sde.terminal_variance() - self.sde.schedule.variance(t.double())
+        return (-self.a * x / (1 + self.a * remaining)[:, None, None]).to(x.dtype)
+
+
+def test_path_log_weights_converge_for_continuous_optimal_drift():
+    """Target N(0, s² I): Euler steps with the continuous-time optimal drift leave an O(√Δt) spread of ln w
+    that shrinks with the step count; the reweighted ln Z is exact in expectation.
     """
     sde = MemorylessSDE(GeometricSchedule(0.01, 2.0))
-    var, s2 = sde.terminal_variance(), 0.3
-    a = 1 / s2 - 1 / var
-
-    def drift(x, t):
-        return -a * x / (1 + a * (var - sde.schedule.variance(t.double())))[:, None, None]
-
+    s2 = 0.3
+    drift = GaussianOptimalDrift(sde, s2)
     target = HarmonicEnergy(torch.zeros(1, 2), units.kT(T) / s2)
     spread = {}
     for n_steps in (50, 400):
@@ -238,19 +246,6 @@ def test_posterior_target_training_learns_a_gaussian():
     assert_close(result.samples.mean(0).double(), target.center, rtol=0, atol=0.05)
     assert float(result.samples.std(0).mean()) == pytest.approx(0.3, abs=0.03)
     assert float(log_mean_exp(result.log_weights)) == pytest.approx(target.log_partition_function(T), abs=0.05)
-
-
-class GaussianOptimalDrift(torch.nn.Module):
-    """The exact continuous optimal drift of the target N(0, s² I) (see the path-weight test above)."""
-
-    def __init__(self, sde, s2):
-        super().__init__()
-        self.sde, self.a = sde, 1 / s2 - 1 / sde.terminal_variance()
-        self.unused = torch.nn.Parameter(torch.zeros(()))  # the sampler's optimiser needs a parameter
-
-    def forward(self, x, t):
-        remaining = self.sde.terminal_variance() - self.sde.schedule.variance(t.double())
-        return (-self.a * x / (1 + self.a * remaining)[:, None, None]).to(x.dtype)
 
 
 def test_refine_is_langevin_on_the_learned_terminal_score():

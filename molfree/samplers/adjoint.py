@@ -350,10 +350,11 @@ class AdjointSampler:
         """Langevin corrector: ``n_steps`` unadjusted Langevin steps x ← x + ε s(x) + √(2ε) ξ on the learned
         :meth:`terminal_score` s, from samples ``x`` ``[B, N, dim]``; returns ``[B, N, dim]``.
 
-        Makes no energy evaluations. It relaxes each sample within its basin towards the local Boltzmann
-        distribution of the learned score (the predictor's SDE sets which basin); the refined samples have
-        no importance weights, and the step's bias grows with ``step_size`` ε (nm²), which must stay well
-        below the squared width of the target's narrowest feature.
+        Makes no energy evaluations. It relaxes each sample towards the Boltzmann distribution of the learned
+        score within its basin; over barriers it can cross in ``n_steps`` ε, the basin weights become the learned
+        score's too, elsewhere they stay the SDE's. The refined samples have no importance weights, and the
+        step's bias grows with ``step_size`` ε (nm²), which must stay well below the squared width of the
+        target's narrowest feature.
         """
         if x.ndim != 3 or tuple(x.shape[1:]) != self.shape:
             raise ValueError(f"x must have shape [B, {self.shape[0]}, {self.shape[1]}], got {tuple(x.shape)}")
