@@ -155,7 +155,7 @@ def test_torus_weights_are_exact_and_training_reaches_the_von_mises():
     assert float(normalised_ess(result.log_weights)) > float(normalised_ess(untrained)) + 0.15
     # the Langevin corrector on the learned terminal score stays on the torus and keeps the von Mises mean
     evaluations = sampler.energy_evaluations
-    refined = sampler.refine(result.samples, 400, 0.01)
+    refined = sampler.refine(result.samples, 400, 0.01, progress=False)
     assert refined.abs().max() <= math.pi and sampler.energy_evaluations == evaluations
     assert float(refined.cos().mean()) == pytest.approx(mean_cos, abs=0.03)
 

@@ -257,7 +257,7 @@ def test_refine_is_langevin_on_the_learned_terminal_score():
     sampler = AdjointSampler(target, GaussianOptimalDrift(sde, s2), T, cfg, seed=0)
     x = torch.full((20000, 1, 2), 3.0, dtype=torch.float64)
     assert_close(sampler.terminal_score(x), -x / s2)
-    refined = sampler.refine(x, 300, eps)
+    refined = sampler.refine(x, 300, eps, progress=False)
     assert sampler.energy_evaluations == 0
     assert_close(refined.mean((0, 1)), torch.zeros(2), rtol=0, atol=0.02)
     variance = float(refined.var(0).mean())
@@ -382,7 +382,7 @@ def test_dw4_within_2e5_evaluations_beside_mcmc():
     sampler = AdjointSampler(dw, EGNNDrift(hidden=32, n_layers=2, length_scale=4.0, n_rbf=32, rbf_max=2.5), T, cfg)
     sampler.train(max_energy_evaluations=195_000, progress=False)
     res = sampler.sample(2000, n_steps=200)
-    refined = sampler.refine(res.samples, 3000, 0.004)
+    refined = sampler.refine(res.samples, 3000, 0.004, progress=False)
     assert res.energy_evaluations == sampler.energy_evaluations <= 200_000
     ref = dw4_reference()
     ref_e = dw.reduced(ref, temperature=T)

@@ -346,7 +346,7 @@ class AdjointSampler:
             v = self._drift(x, torch.ones(x.shape[0], dtype=x.dtype, device=x.device))
             return self.sde.project(v + self.sde.reference_score(x))
 
-    def refine(self, x: torch.Tensor, n_steps: int, step_size: float) -> torch.Tensor:
+    def refine(self, x: torch.Tensor, n_steps: int, step_size: float, progress: bool = True) -> torch.Tensor:
         """Langevin corrector: ``n_steps`` unadjusted Langevin steps x ← x + ε s(x) + √(2ε) ξ on the learned
         :meth:`terminal_score` s, from samples ``x`` ``[B, N, dim]``; returns ``[B, N, dim]``.
 
@@ -363,7 +363,7 @@ class AdjointSampler:
         if n_steps < 0 or not step_size > 0:
             raise ValueError(f"need n_steps >= 0 and step_size > 0, got {n_steps} and {step_size}")
         noise_scale = math.sqrt(2 * step_size)
-        for _ in range(n_steps):
+        for _ in tqdm(range(n_steps), disable=not progress, desc="Langevin corrector", unit="step"):
             noise = self.sde.project(torch.randn(x.shape, generator=self.generator, dtype=x.dtype))
             x = x + step_size * self.terminal_score(x) + noise_scale * noise
         return x

@@ -259,6 +259,6 @@ class TorsionalAdjointSampler(AdjointSampler):
         result.samples = wrap_angle(result.samples)
         return result
 
-    def refine(self, x: torch.Tensor, n_steps: int, step_size: float) -> torch.Tensor:
+    def refine(self, x: torch.Tensor, n_steps: int, step_size: float, progress: bool = True) -> torch.Tensor:
         """:meth:`AdjointSampler.refine` on the torus (ε in rad²); returns angles wrapped to [−π, π)."""
-        return wrap_angle(super().refine(x, n_steps, step_size))
+        return wrap_angle(super().refine(x, n_steps, step_size, progress))
