@@ -192,15 +192,13 @@ def print_row(result: dict) -> None:
 def print_summary(summary: dict) -> None:
     """Print the mean ± standard deviation over seeds of the sample-quality figures."""
     print(f"\n{summary['target']}  mean ± std over seeds {summary['seeds']}")
-    for method in ("adjoint", "mcmc"):
-        figures = "  ".join(f"{key} {summary[method][key]['mean']:.3f} ± {summary[method][key]['std']:.3f}"
-                            for key in ("energy_w2", "energy_w1", "distance_w2", "aligned_w2"))
-        print(f"  {method:8s} {figures}")
+    rows = [("adjoint", "adjoint", ""), ("mcmc", "mcmc", "")]
     if "refined_energy_w2" in summary["adjoint"]:
-        figures = "  ".join(f"{key} {summary['adjoint']['refined_' + key]['mean']:.3f} ± "
-                            f"{summary['adjoint']['refined_' + key]['std']:.3f}"
+        rows.append(("refined", "adjoint", "refined_"))
+    for label, method, prefix in rows:
+        figures = "  ".join(f"{key} {summary[method][prefix + key]['mean']:.3f} ± {summary[method][prefix + key]['std']:.3f}"
                             for key in ("energy_w2", "energy_w1", "distance_w2", "aligned_w2"))
-        print(f"  {'refined':8s} {figures}")
+        print(f"  {label:8s} {figures}")
 
 
 def main(argv: list[str] | None = None) -> None:
