@@ -21,6 +21,8 @@ from molfree.samplers import (
     distance_w2,
     energy_w2,
     equal_budget_metropolis,
+    hamiltonian_monte_carlo,
+    lattice_start,
     log_mean_exp,
     metropolis,
     normalised_ess,
@@ -33,7 +35,7 @@ from molfree.samplers.networks import GaussianDistances
 T = units.REDUCED_TEMPERATURE
 SYSTEMS = Path(__file__).resolve().parents[1] / "systems"
 #: Mean reduced energies E/kT of the stored reference samples (documented in systems/make_reference_samples.py).
-REFERENCE_MEANS = {"dw4": (DoubleWellEnergy.dw4, -22.49), "lj13": (LennardJonesClusterEnergy.lj13, -37.23)}
+REFERENCE_MEANS = {"dw4": (DoubleWellEnergy.dw4, -22.49), "lj13": (LennardJonesClusterEnergy.lj13, -42.73)}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -62,6 +64,26 @@ def test_reference_samples_have_documented_mean_energy(name):
     assert float(reduced.mean()) == pytest.approx(documented, abs=0.05)
     assert float(data["temperature"]) == pytest.approx(T)
     assert (SYSTEMS / f"{name}-reference.npz").stat().st_size < 1e6
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE_MEANS))
+def test_reference_samples_are_in_equilibrium(name):
+    """Independent of how the reference was made: no drift between the first and second half of each chain's
+    kept states, and the virial identity ⟨(x − x̄)·∇E/kT⟩ = (N − 1)·dim of exp(−E/kT) (integration by
+    parts in the COM-free subspace). Errors are standard errors over the independent chains."""
+    factory, _ = REFERENCE_MEANS[name]
+    data = np.load(SYSTEMS / f"{name}-reference.npz")
+    n_chains = int(data["settings"][0])
+    x = torch.tensor(data["positions"], dtype=torch.float64)
+    energy, forces = factory().energy_and_forces(x)
+    kt = units.kT(float(data["temperature"]))
+    per_state = energy.reshape(-1, n_chains) / kt  # [kept step, chain]
+    half = per_state.shape[0] // 2
+    drift = per_state[half:].mean(0) - per_state[:half].mean(0)
+    assert abs(float(drift.mean())) < 4 * float(drift.std()) / n_chains**0.5
+    virial = (-(x - x.mean(1, keepdim=True)) * forces / kt).sum((1, 2)).reshape(-1, n_chains).mean(0)
+    n_free = (x.shape[1] - 1) * x.shape[2]
+    assert abs(float(virial.mean()) - n_free) < 4 * float(virial.std()) / n_chains**0.5
 
 
 def pair_gradient(x, dphi):
@@ -454,6 +476,30 @@ def test_metropolis_leaves_gaussian_invariant():
     assert 0.2 < res.acceptance < 0.9
 
 
+def test_hmc_leaves_gaussian_invariant():
+    k = torch.tensor([1.0, 4.0]) * units.kT(T)  # variances 1 and 0.25 per coordinate
+    energy = HarmonicEnergy(torch.tensor([[0.5, -1.0], [0.0, 2.0]]), k)
+    g = gen(0)
+    x0 = energy.center + torch.randn(400, 2, 2, generator=g, dtype=torch.float64) / k.sqrt()[:, None]
+    res = hamiltonian_monte_carlo(energy, x0, T, 60, burn_in=20, step_size=0.3, n_leapfrog=5, thin=4, generator=g)
+    assert res.energy_evaluations == 400 * (60 * 5 + 1)
+    assert_close(res.samples.mean(0), energy.center, atol=0.04, rtol=0)
+    var = res.samples.var(0)
+    assert_close(var, torch.tensor([[1.0, 1.0], [0.25, 0.25]], dtype=torch.float64), atol=0.06, rtol=0)
+    assert 0.6 < res.acceptance < 0.98
+
+
+def test_hmc_rejects_diverging_trajectories_and_melts_lattice_starts():
+    lj = LennardJonesClusterEnergy(4, pair_factor=2.0, oscillator_scale=1.0)
+    x0 = lattice_start(8, 4, 3, 1.1, gen(0))
+    assert float((torch.cdist(x0, x0) + 9 * torch.eye(4)).min()) > 0.9 * 1.1
+    x0[0, 1] = x0[0, 0] + 1e-3  # an overlap: forces of order 1e40 kJ/mol/nm
+    res = hamiltonian_monte_carlo(lj, x0, T, 30, burn_in=10, n_leapfrog=5, anneal_from=4 * T, com_free=True,
+                                  generator=gen(1))
+    assert torch.isfinite(res.samples).all() and torch.isfinite(res.reduced_energies[8:]).all()
+    assert_close(res.samples.mean(1), torch.zeros(len(res.samples), 3, dtype=torch.float64), atol=1e-9)
+
+
 def test_wasserstein_1d_exact():
     u = torch.randn(300, generator=gen(0)).numpy()
     v = torch.randn(170, generator=gen(1)).numpy() + 0.3
@@ -493,6 +539,10 @@ def test_bad_inputs_raise():
         metropolis(gmm, torch.zeros(2, 2), T, 10)
     with pytest.raises(ValueError):
         metropolis(gmm, torch.zeros(2, 1, 2), T, 10, burn_in=10)
+    with pytest.raises(ValueError, match="n_leapfrog"):
+        hamiltonian_monte_carlo(gmm, torch.zeros(2, 1, 2), T, 10, n_leapfrog=0)
+    with pytest.raises(ValueError):
+        lattice_start(2, 4, 3, spacing=0.0)
     with pytest.raises(ValueError):
         wasserstein_1d([], [1.0])
     with pytest.raises(ValueError):

@@ -7,7 +7,7 @@ from .adjoint import (
                       SampleResult,
                       TrainResult,
 )
-from .mcmc import MCMCResult, equal_budget_metropolis, metropolis
+from .mcmc import MCMCResult, equal_budget_metropolis, hamiltonian_monte_carlo, lattice_start, metropolis
 from .metrics import (
                       aligned_w2,
                       distance_w2,
@@ -51,6 +51,8 @@ __all__ = [
                       "energy_w2",
                       "equal_budget_metropolis",
                       "farthest_point_subset",
+                      "hamiltonian_monte_carlo",
+                      "lattice_start",
                       "log_mean_exp",
                       "metropolis",
                       "normalised_ess",
