@@ -1,4 +1,4 @@
-"""Adjoint Sampling on DW-4, LJ-13 (and LJ-55 with ``--full``) beside equal-budget Metropolis MCMC.
+"""Adjoint Sampling on DW-4, LJ-13 (and LJ-55 with ``--full``) beside equal-budget Metropolis and HMC.
 
 Reports energy-W2/W1 (E/kT), interatomic-distance W2 (nm), Kabsch+Hungarian-aligned W2 (nm,
 with its reference-vs-reference noise floor), ln Z estimates with ESS, energy evaluations
@@ -43,6 +43,7 @@ from molfree.samplers import (
     distance_w2,
     energy_w1,
     energy_w2,
+    equal_budget_hmc,
     equal_budget_metropolis,
     hamiltonian_monte_carlo,
     lattice_start,
@@ -53,6 +54,9 @@ from molfree.samplers.metrics import importance_resample
 
 ROOT = Path(__file__).resolve().parents[1]
 T = units.REDUCED_TEMPERATURE
+METHODS = ("adjoint", "mcmc", "hmc")
+#: the equal-budget HMC baseline: chains from lattice starts, leapfrog steps per trajectory
+HMC_CHAINS, HMC_LEAPFROG = 100, 10
 
 
 @dataclass
@@ -63,7 +67,8 @@ class Target:
     finer steps cost wall time only, not energy evaluations. ``n_rbf``, ``rbf_max``: the EGNN's Gaussian
     distance features (see :class:`~molfree.samplers.EGNNDrift`). ``refine_steps``, ``refine_step_size``
     (nm²): Langevin corrector steps on the learned terminal score after sampling
-    (:meth:`~molfree.samplers.AdjointSampler.refine`, no energy evaluations; 0: none).
+    (:meth:`~molfree.samplers.AdjointSampler.refine`, no energy evaluations; 0: none). ``mcmc_step``,
+    ``hmc_step`` (nm): initial proposal and leapfrog steps of the two equal-budget baselines.
     """
 
     name: str
@@ -80,6 +85,7 @@ class Target:
     rbf_max: float = 3.0
     refine_steps: int = 0
     refine_step_size: float = 0.0
+    hmc_step: float = 0.01
 
 
 def _config(sigma_max: float, n_steps: int, drift_length: float, max_grad_norm: float) -> AdjointConfig:
@@ -89,7 +95,7 @@ def _config(sigma_max: float, n_steps: int, drift_length: float, max_grad_norm: 
 
 TARGETS = {
     "dw4": Target("dw4", DoubleWellEnergy.dw4, 4.0, 32, 2, _config(3.0, 50, 1.0, 50.0), 200_000, 20_000, 0.5,
-                  sample_steps=200, n_rbf=32, rbf_max=2.5, refine_steps=3000, refine_step_size=0.004),
+                  sample_steps=200, n_rbf=32, rbf_max=2.5, refine_steps=3000, refine_step_size=0.004, hmc_step=0.1),
     "lj13": Target("lj13", LennardJonesClusterEnergy.lj13, 1.0, 32, 2, _config(1.5, 50, 0.3, 100.0),
                    1_000_000, 5_000, 0.1),
     "lj55": Target("lj55", LennardJonesClusterEnergy.lj55, 1.0, 64, 3, _config(2.0, 100, 0.3, 100.0),
@@ -158,14 +164,19 @@ def run(target: Target, quick: bool, n_samples: int, n_aligned: int, seed: int =
                                  com_free=True, step_size=target.mcmc_step, seed=seed)
     mcmc = {"energy_evaluations": mc.energy_evaluations, "wall_time_s": time.perf_counter() - start,
             **metrics(mc.samples, mc.reduced_energies, ref, ref_e, n_aligned), "acceptance": mc.acceptance}
+    start = time.perf_counter()
+    hm = equal_budget_hmc(energy, T, res.energy_evaluations, n_chains=HMC_CHAINS, spacing=1.1 * target.length_scale,
+                          n_leapfrog=HMC_LEAPFROG, step_size=target.hmc_step, com_free=True, seed=seed)
+    hmc = {"energy_evaluations": hm.energy_evaluations, "wall_time_s": time.perf_counter() - start,
+           **metrics(hm.samples, hm.reduced_energies, ref, ref_e, n_aligned), "acceptance": hm.acceptance}
     return {"target": target.name, "seed": seed, "budget": budget, "aligned_w2_noise_floor": floor,
-            "adjoint": adjoint, "mcmc": mcmc}
+            "adjoint": adjoint, "mcmc": mcmc, "hmc": hmc}
 
 
 def summarise(results: list[dict]) -> dict:
-    """Mean and sample standard deviation (spread) over seeds of every adjoint and MCMC figure of one target."""
+    """Mean and sample standard deviation (spread) over seeds of every figure of each method of one target."""
     summary = {"target": results[0]["target"], "seeds": [r["seed"] for r in results]}
-    for method in ("adjoint", "mcmc"):
+    for method in (m for m in METHODS if m in results[0]):
         values = {key: np.array([r[method][key] for r in results], dtype=float) for key in results[0][method]}
         summary[method] = {key: {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0}
                            for key, v in values.items()}
@@ -176,7 +187,7 @@ def print_row(result: dict) -> None:
     print(f"\n{result['target']}  seed {result['seed']}  (budget {result['budget']:.0e} evals; aligned-W2 noise floor "
           f"{result['aligned_w2_noise_floor']:.3f})")
     print(f"  {'method':8s} {'evals':>9s} {'E-W2':>8s} {'E-W1':>8s} {'dist-W2':>8s} {'align-W2':>9s} {'wall s':>8s}")
-    for method in ("adjoint", "mcmc"):
+    for method in METHODS:
         r = result[method]
         print(f"  {method:8s} {r['energy_evaluations']:9d} {r['energy_w2']:8.3f} {r['energy_w1']:8.3f} "
               f"{r['distance_w2']:8.3f} {r['aligned_w2']:9.3f} {r['wall_time_s']:8.1f}")
@@ -194,7 +205,7 @@ def print_row(result: dict) -> None:
 def print_summary(summary: dict) -> None:
     """Print the mean ± standard deviation over seeds of the sample-quality figures."""
     print(f"\n{summary['target']}  mean ± std over seeds {summary['seeds']}")
-    rows = [("adjoint", "adjoint", ""), ("mcmc", "mcmc", "")]
+    rows = [(method, method, "") for method in METHODS]
     if "refined_energy_w2" in summary["adjoint"]:
         rows.append(("refined", "adjoint", "refined_"))
     for label, method, prefix in rows:

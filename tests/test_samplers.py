@@ -20,6 +20,7 @@ from molfree.samplers import (
     aligned_w2,
     distance_w2,
     energy_w2,
+    equal_budget_hmc,
     equal_budget_metropolis,
     hamiltonian_monte_carlo,
     lattice_start,
@@ -368,12 +369,13 @@ def test_replay_tempering_power_meets_the_ess_floor():
 def test_benchmark_summary_is_mean_and_spread_over_seeds():
     import runpy
     summarise = runpy.run_path(str(SYSTEMS.parent / "benchmarks" / "adjoint_sampling.py"))["summarise"]
-    runs = [{"target": "dw4", "seed": seed, "adjoint": {"energy_w2": w2}, "mcmc": {"energy_w2": 2 * w2}}
-            for seed, w2 in enumerate([1.0, 2.0, 3.0])]
+    runs = [{"target": "dw4", "seed": seed, "adjoint": {"energy_w2": w2}, "mcmc": {"energy_w2": 2 * w2},
+             "hmc": {"energy_w2": 3 * w2}} for seed, w2 in enumerate([1.0, 2.0, 3.0])]
     summary = summarise(runs)
     assert summary["seeds"] == [0, 1, 2]
     assert summary["adjoint"]["energy_w2"] == {"mean": 2.0, "std": 1.0}
     assert summary["mcmc"]["energy_w2"] == {"mean": 4.0, "std": 2.0}
+    assert summary["hmc"]["energy_w2"] == {"mean": 6.0, "std": 3.0}
 
 
 class _NotPlainData:
@@ -498,6 +500,17 @@ def test_hmc_rejects_diverging_trajectories_and_melts_lattice_starts():
                                   generator=gen(1))
     assert torch.isfinite(res.samples).all() and torch.isfinite(res.reduced_energies[8:]).all()
     assert_close(res.samples.mean(1), torch.zeros(len(res.samples), 3, dtype=torch.float64), atol=1e-9)
+
+
+def test_equal_budget_hmc_stays_within_budget_and_finds_dw4_energies():
+    dw = DoubleWellEnergy.dw4()
+    res = equal_budget_hmc(dw, T, 20_000, n_chains=50, spacing=4.4, step_size=0.1, com_free=True)
+    assert res.energy_evaluations == 50 * (39 * 10 + 1) <= 20_000
+    assert len(res.samples) == 50 * 10
+    reference_mean = REFERENCE_MEANS["dw4"][1]
+    assert float(res.reduced_energies.mean()) == pytest.approx(reference_mean, abs=0.5)
+    with pytest.raises(ValueError, match="too small"):
+        equal_budget_hmc(dw, T, 1_000, n_chains=50, spacing=4.4)
 
 
 def test_wasserstein_1d_exact():

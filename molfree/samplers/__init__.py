@@ -7,7 +7,14 @@ from .adjoint import (
                       SampleResult,
                       TrainResult,
 )
-from .mcmc import MCMCResult, equal_budget_metropolis, hamiltonian_monte_carlo, lattice_start, metropolis
+from .mcmc import (
+                      MCMCResult,
+                      equal_budget_hmc,
+                      equal_budget_metropolis,
+                      hamiltonian_monte_carlo,
+                      lattice_start,
+                      metropolis,
+)
 from .metrics import (
                       aligned_w2,
                       distance_w2,
@@ -49,6 +56,7 @@ __all__ = [
                       "distance_w2",
                       "energy_w1",
                       "energy_w2",
+                      "equal_budget_hmc",
                       "equal_budget_metropolis",
                       "farthest_point_subset",
                       "hamiltonian_monte_carlo",

@@ -175,6 +175,14 @@ def lattice_start(n_chains: int, n_particles: int, dim: int, spacing: float,
     return x + 0.02 * spacing * torch.randn(x.shape, generator=generator, dtype=x.dtype)
 
 
+def _equal_budget_schedule(n_steps: int, budget: int, n_chains: int) -> dict:
+    """Half of ``n_steps`` burn-in, about 10 kept states per chain over the rest."""
+    if n_steps < 2:
+        raise ValueError(f"budget {budget} is too small for {n_chains} chains")
+    burn_in = n_steps // 2
+    return {"burn_in": burn_in, "thin": max(1, (n_steps - burn_in) // 10)}
+
+
 def equal_budget_metropolis(energy: Energy, temperature: float, budget: int, n_chains: int, init_scale: float,
                             com_free: bool = False, step_size: float = 0.1, seed: int = 0) -> MCMCResult:
     """Metropolis from N(0, init_scale² I) starts using at most ``budget`` energy evaluations.
@@ -183,10 +191,21 @@ def equal_budget_metropolis(energy: Energy, temperature: float, budget: int, n_c
     over the second half, thinned to about ``n_chains · 10`` samples.
     """
     n_steps = budget // n_chains - 1
-    if n_steps < 2:
-        raise ValueError(f"budget {budget} is too small for {n_chains} chains")
+    schedule = _equal_budget_schedule(n_steps, budget, n_chains)
     generator = torch.Generator().manual_seed(seed)
     x0 = init_scale * torch.randn((n_chains, energy.n_atoms, energy.dim), generator=generator, dtype=torch.float64)
-    burn_in = n_steps // 2
-    return metropolis(energy, x0, temperature, n_steps, burn_in=burn_in, step_size=step_size,
-                      thin=max(1, (n_steps - burn_in) // 10), com_free=com_free, generator=generator)
+    return metropolis(energy, x0, temperature, n_steps, step_size=step_size, com_free=com_free, generator=generator,
+                      **schedule)
+
+
+def equal_budget_hmc(energy: Energy, temperature: float, budget: int, n_chains: int, spacing: float,
+                     n_leapfrog: int = 10, step_size: float = 0.01, com_free: bool = False,
+                     seed: int = 0) -> MCMCResult:
+    """Hamiltonian Monte Carlo from :func:`lattice_start` (``spacing`` nm) using at most ``budget``
+    energy-and-force evaluations, split and kept as in :func:`equal_budget_metropolis`."""
+    n_steps = (budget // n_chains - 1) // n_leapfrog
+    schedule = _equal_budget_schedule(n_steps, budget, n_chains)
+    generator = torch.Generator().manual_seed(seed)
+    x0 = lattice_start(n_chains, energy.n_atoms, energy.dim, spacing, generator)
+    return hamiltonian_monte_carlo(energy, x0, temperature, n_steps, step_size=step_size, n_leapfrog=n_leapfrog,
+                                   com_free=com_free, generator=generator, **schedule)
