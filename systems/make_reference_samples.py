@@ -1,7 +1,7 @@
 """Regenerate the reference samples ``systems/dw4-reference.npz`` and ``systems/lj13-reference.npz``.
 
 Long annealed parallel chains with fixed seeds (``python systems/make_reference_samples.py [dw4] [lj13]``;
-a few minutes each on one core). Each file holds ``positions`` ``[S, N, dim]`` (float32, nm, centred,
+LJ-13 takes 11 min on one core). Each file holds ``positions`` ``[S, N, dim]`` (float32, nm, centred,
 the kept states of all chains interleaved per kept step), ``reduced_energies`` ``[S]`` (E/kT), the
 chains' mean ``acceptance`` and the run's settings; all targets are at
 ``molfree.units.REDUCED_TEMPERATURE`` (kT = 1 kJ/mol).
