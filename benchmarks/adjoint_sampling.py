@@ -39,6 +39,7 @@ from molfree.samplers import (
     AdjointConfig,
     AdjointSampler,
     EGNNDrift,
+    MCMCResult,
     aligned_w2,
     distance_w2,
     energy_w1,
@@ -103,6 +104,12 @@ TARGETS = {
 }
 
 
+def drift(target: Target) -> EGNNDrift:
+    """The target's EGNN drift, freshly initialised from torch's global generator."""
+    return EGNNDrift(hidden=target.hidden, n_layers=target.n_layers, length_scale=target.length_scale,
+                     n_rbf=target.n_rbf, rbf_max=target.rbf_max)
+
+
 def reference(target: Target, energy) -> torch.Tensor:
     """Reference samples ``[S, N, dim]``: the stored file, or (LJ-55) a long annealed Hamiltonian Monte Carlo
     run from lattice starts with the settings of the LJ-13 reference (``systems/make_reference_samples.py``)."""
@@ -136,9 +143,7 @@ def run(target: Target, quick: bool, n_samples: int, n_aligned: int, seed: int =
     floor = aligned_w2(ref[:n_aligned], ref[half:half + n_aligned])
 
     budget = target.quick_budget if quick else target.budget
-    net = EGNNDrift(hidden=target.hidden, n_layers=target.n_layers, length_scale=target.length_scale,
-                    n_rbf=target.n_rbf, rbf_max=target.rbf_max)
-    sampler = AdjointSampler(energy, net, T, target.config, seed=seed)
+    sampler = AdjointSampler(energy, drift(target), T, target.config, seed=seed)
     start = time.perf_counter()
     sampler.train(max_energy_evaluations=budget - n_samples)
     res = sampler.sample(n_samples, n_steps=target.sample_steps)
@@ -159,16 +164,17 @@ def run(target: Target, quick: bool, n_samples: int, n_aligned: int, seed: int =
                                                                            n_aligned).items()},
                        refined_wall_time_s=time.perf_counter() - start)
 
-    start = time.perf_counter()
-    mc = equal_budget_metropolis(energy, T, res.energy_evaluations, n_chains=500, init_scale=target.length_scale / 2,
-                                 com_free=True, step_size=target.mcmc_step, seed=seed)
-    mcmc = {"energy_evaluations": mc.energy_evaluations, "wall_time_s": time.perf_counter() - start,
-            **metrics(mc.samples, mc.reduced_energies, ref, ref_e, n_aligned), "acceptance": mc.acceptance}
-    start = time.perf_counter()
-    hm = equal_budget_hmc(energy, T, res.energy_evaluations, n_chains=HMC_CHAINS, spacing=1.1 * target.length_scale,
-                          n_leapfrog=HMC_LEAPFROG, step_size=target.hmc_step, com_free=True, seed=seed)
-    hmc = {"energy_evaluations": hm.energy_evaluations, "wall_time_s": time.perf_counter() - start,
-           **metrics(hm.samples, hm.reduced_energies, ref, ref_e, n_aligned), "acceptance": hm.acceptance}
+    def baseline(method: Callable[..., MCMCResult], **kwargs) -> dict:
+        start = time.perf_counter()
+        chains = method(energy, T, res.energy_evaluations, com_free=True, seed=seed, **kwargs)
+        return {"energy_evaluations": chains.energy_evaluations, "wall_time_s": time.perf_counter() - start,
+                **metrics(chains.samples, chains.reduced_energies, ref, ref_e, n_aligned),
+                "acceptance": chains.acceptance}
+
+    mcmc = baseline(equal_budget_metropolis, n_chains=500, init_scale=target.length_scale / 2,
+                    step_size=target.mcmc_step)
+    hmc = baseline(equal_budget_hmc, n_chains=HMC_CHAINS, spacing=1.1 * target.length_scale, n_leapfrog=HMC_LEAPFROG,
+                   step_size=target.hmc_step)
     return {"target": target.name, "seed": seed, "budget": budget, "aligned_w2_noise_floor": floor,
             "adjoint": adjoint, "mcmc": mcmc, "hmc": hmc}
 

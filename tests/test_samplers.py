@@ -405,12 +405,11 @@ def test_dw4_within_2e5_evaluations_beside_mcmc():
     energy evaluations (~20 min on one core: the benchmark's DW-4 target, seed 0, 2000 samples). The raw SDE
     samples are printed, not checked: they run 1-1.5 kT hot (issue 6). At 4×10⁴ evaluations the corrector gave
     0.36 and 0.28; the benchmark's seed 2 gives 0.29 and 0.60."""
-    target = benchmark_module()["TARGETS"]["dw4"]
+    bench = benchmark_module()
+    target = bench["TARGETS"]["dw4"]
     torch.manual_seed(0)
     dw = target.energy()
-    net = EGNNDrift(hidden=target.hidden, n_layers=target.n_layers, length_scale=target.length_scale,
-                    n_rbf=target.n_rbf, rbf_max=target.rbf_max)
-    sampler = AdjointSampler(dw, net, T, target.config)
+    sampler = AdjointSampler(dw, bench["drift"](target), T, target.config)
     sampler.train(max_energy_evaluations=target.budget - 5000, progress=False)
     res = sampler.sample(2000, n_steps=target.sample_steps)
     refined = sampler.refine(res.samples, target.refine_steps, target.refine_step_size, progress=False)
@@ -489,7 +488,7 @@ def test_hmc_leaves_gaussian_invariant():
     k = torch.tensor([1.0, 4.0]) * units.kT(T)  # variances 1 and 0.25 per coordinate
     energy = HarmonicEnergy(torch.tensor([[0.5, -1.0], [0.0, 2.0]]), k)
     g = gen(0)
-    x0 = energy.center + torch.randn(400, 2, 2, generator=g, dtype=torch.float64) / k.sqrt()[:, None]
+    x0 = torch.zeros(400, 2, 2)  # off the target: the chains must relax to it, not only stay there
     res = hamiltonian_monte_carlo(energy, x0, T, 60, burn_in=20, step_size=0.3, n_leapfrog=5, thin=4, generator=g)
     assert res.energy_evaluations == 400 * (60 * 5 + 1)
     assert_close(res.samples.mean(0), energy.center, atol=0.04, rtol=0)
@@ -498,14 +497,14 @@ def test_hmc_leaves_gaussian_invariant():
     assert 0.6 < res.acceptance < 0.98
 
 
-def test_hmc_rejects_diverging_trajectories_and_melts_lattice_starts():
+def test_hmc_rejects_diverging_trajectories_from_an_overlapping_start():
     lj = LennardJonesClusterEnergy(4, pair_factor=2.0, oscillator_scale=1.0)
     x0 = lattice_start(8, 4, 3, 1.1, gen(0))
     assert float((torch.cdist(x0, x0) + 9 * torch.eye(4)).min()) > 0.9 * 1.1
     x0[0, 1] = x0[0, 0] + 1e-3  # an overlap: forces of order 1e40 kJ/mol/nm
     res = hamiltonian_monte_carlo(lj, x0, T, 30, burn_in=10, n_leapfrog=5, anneal_from=4 * T, com_free=True,
                                   generator=gen(1))
-    assert torch.isfinite(res.samples).all() and torch.isfinite(res.reduced_energies[8:]).all()
+    assert torch.isfinite(res.samples).all() and torch.isfinite(res.reduced_energies).all()
     assert_close(res.samples.mean(1), torch.zeros(len(res.samples), 3, dtype=torch.float64), atol=1e-9)
 
 
