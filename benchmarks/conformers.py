@@ -6,12 +6,14 @@ against a reference ensemble of ETKDG embeddings + MMFF94 + deduplication (which
 see :mod:`molfree.workflows.conformers`), or with ``--reference md`` of 1000 K Langevin MD frames
 + MMFF94 + deduplication, made by neither method. Prints coverage recall at 0.5 and 1 Å, AMR-recall and
 AMR-precision (Å), the lowest MMFF energy found (kJ/mol), energy evaluations and wall time, and
-writes ``runs/benchmarks/conformers.json`` (per-molecule runs in ``runs/benchmarks/conformers/``).
+writes ``runs/benchmarks/conformers.json`` (per-molecule runs in ``runs/benchmarks/conformers/``; other sets,
+references and seeds add a suffix, e.g. ``conformers-flexible-md-seed1``).
 
     python benchmarks/conformers.py --quick            # 3 molecules, n = 30: a few minutes on one CPU thread
     python benchmarks/conformers.py                    # 5 drug-like molecules, n = 100
     python benchmarks/conformers.py --set flexible     # 5 molecules with 6-13 rotatable bonds, n = 100
     python benchmarks/conformers.py --set flexible --reference md   # the same against an MD-made reference
+    python benchmarks/conformers.py --set flexible --reference md --seed 1   # another seed for all three sets
 """
 from __future__ import annotations
 
@@ -51,6 +53,8 @@ def main() -> None:
     parser.add_argument("--temperature", type=float, default=1000.0, help="sampling temperature, K")
     parser.add_argument("--reference", choices=sorted(REFERENCES), default="etkdg",
                         help="reference ensemble: ETKDG embeddings or 1000 K MD frames (default etkdg)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the sampler; ETKDG and the reference take seed + 1 and seed + 2 (default 0)")
     parser.add_argument("--out", default="runs/benchmarks")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -58,17 +62,20 @@ def main() -> None:
     names = QUICK if args.quick else tuple(molecules)
     n, budget, reference = (30, 3000, 150) if args.quick else (100, 10000, 500)
     options = SamplerOptions(temperature=args.temperature, max_energy_evaluations=budget)
+    suffix = ("" if args.quick or args.set == "drug-like" else f"-{args.set}") + (
+        "" if args.reference == "etkdg" else f"-{args.reference}") + ("" if args.seed == 0 else f"-seed{args.seed}")
     results = {}
     for name in names:
         print(f"== {name} ({molecules[name]}) ==", flush=True)
-        results[name] = run_conformers(molecules[name], Path(args.out) / "conformers" / name, n=n, relax_method="mmff",
+        results[name] = run_conformers(molecules[name], Path(args.out) / f"conformers{suffix}" / name, n=n, relax_method="mmff",
                                        options=options, reference_embeddings=reference, progress=False,
-                                       reference=args.reference)
+                                       reference=args.reference, seed=args.seed)
     header = (f"{'molecule':<13} {'method':<8} {'R@0.5':>6} {'R@1':>6} {'AMR-R':>6} {'AMR-P':>6} {'kept':>5} "
               f"{'E_min kJ/mol':>12} {'evals':>6} {'wall s':>7}")
     source = f"ETKDG x{reference}" if args.reference == "etkdg" else f"1000 K MD, {reference} frames"
     lines = [(f"n = {n} conformers per method, MMFF94 relaxation, reference (ref) = {source} + "
-              f"MMFF94 + dedup (0.5 Å); sampler at {args.temperature:g} K, {budget} training evaluations"), header]
+              f"MMFF94 + dedup (0.5 Å); sampler at {args.temperature:g} K, {budget} training evaluations, "
+              f"seed {args.seed}"), header]
     for name, metrics in results.items():
         for method in ("molfree", "etkdg"):
             m = metrics[method]
@@ -80,10 +87,8 @@ def main() -> None:
         lines.append(f"{name:<13} {'ref':<8} {'':>6} {'':>6} {'':>6} {'':>6} {ref['n_kept']:>5} "
                      f"{ref['min_energy_kj_mol']:>12.1f} {'':>6} {ref['wall_time_s']:>7.1f}")
     print("\n".join(lines))
-    suffix = ("" if args.quick or args.set == "drug-like" else f"-{args.set}") + (
-        "" if args.reference == "etkdg" else f"-{args.reference}")
     out = Path(args.out) / f"conformers{suffix}.json"
-    write_json(out, {"quick": args.quick, "set": args.set, "n": n, "budget": budget,
+    write_json(out, {"quick": args.quick, "set": args.set, "n": n, "budget": budget, "seed": args.seed,
                      "reference": args.reference, "reference_embeddings": reference, "results": results})
 
 
