@@ -13,6 +13,7 @@ again, labelled refined.
     python benchmarks/adjoint_sampling.py --full    # adds LJ-55 (GPU advised; reference by long annealed HMC here)
     python benchmarks/adjoint_sampling.py --quick --seeds 3 --targets dw4   # DW-4 only, mean ± spread over seeds 0–2
     python benchmarks/adjoint_sampling.py --targets dw4 --posterior-target   # lower-variance regression target
+    python benchmarks/adjoint_sampling.py --targets lj13 --checkpoints runs/benchmarks/adjoint   # resumable
 
 Reference samples: ``systems/{dw4,lj13}-reference.npz`` (``systems/make_reference_samples.py``).
 Temperature: every target is sampled at kT = 1 kJ/mol (``units.REDUCED_TEMPERATURE``), so E/kT is
@@ -97,8 +98,8 @@ def _config(sigma_max: float, n_steps: int, drift_length: float, max_grad_norm: 
 TARGETS = {
     "dw4": Target("dw4", DoubleWellEnergy.dw4, 4.0, 32, 2, _config(3.0, 50, 1.0, 50.0), 200_000, 20_000, 0.5,
                   sample_steps=200, n_rbf=32, rbf_max=2.5, refine_steps=3000, refine_step_size=0.004, hmc_step=0.1),
-    "lj13": Target("lj13", LennardJonesClusterEnergy.lj13, 1.0, 32, 2, _config(1.5, 50, 0.3, 100.0),
-                   1_000_000, 5_000, 0.1),
+    "lj13": Target("lj13", LennardJonesClusterEnergy.lj13, 1.0, 32, 2, _config(1.5, 50, 0.3, 1000.0),
+                   1_000_000, 5_000, 0.1, sample_steps=200, n_rbf=32),
     "lj55": Target("lj55", LennardJonesClusterEnergy.lj55, 1.0, 64, 3, _config(2.0, 100, 0.3, 100.0),
                    2_000_000, 5_000, 0.05),
 }
@@ -133,8 +134,13 @@ def metrics(samples: torch.Tensor, energies: torch.Tensor, ref: torch.Tensor, re
             "distance_w2": distance_w2(samples, ref), "aligned_w2": aligned_w2(samples[pick], ref[pick_ref])}
 
 
-def run(target: Target, quick: bool, n_samples: int, n_aligned: int, seed: int = 0) -> dict:
-    """Train, sample and compare one target with MCMC at the same number of energy evaluations."""
+def run(target: Target, quick: bool, n_samples: int, n_aligned: int, seed: int = 0,
+        checkpoint: Path | None = None) -> dict:
+    """Train, sample and compare one target with MCMC at the same number of energy evaluations.
+
+    With ``checkpoint``, training saves the sampler there every 20 iterations and, if the file exists,
+    resumes from it towards the same budget (a killed run loses at most 20 iterations).
+    """
     torch.manual_seed(seed)
     energy = target.energy()
     ref = reference(target, energy)
@@ -144,13 +150,17 @@ def run(target: Target, quick: bool, n_samples: int, n_aligned: int, seed: int =
 
     budget = target.quick_budget if quick else target.budget
     sampler = AdjointSampler(energy, drift(target), T, target.config, seed=seed)
+    if checkpoint is not None and checkpoint.exists():
+        sampler.load(checkpoint)
+        print(f"resuming {checkpoint} at {sampler.energy_evaluations} energy evaluations", flush=True)
+    sampler.train(max_energy_evaluations=budget - n_samples, checkpoint=checkpoint, checkpoint_every=20)
     start = time.perf_counter()
-    sampler.train(max_energy_evaluations=budget - n_samples)
     res = sampler.sample(n_samples, n_steps=target.sample_steps)
     finite = torch.isfinite(res.log_weights)
     logw = res.log_weights[finite]
     resampled = importance_resample(logw, len(logw), torch.Generator().manual_seed(seed))
-    adjoint = {"energy_evaluations": res.energy_evaluations, "wall_time_s": time.perf_counter() - start,
+    adjoint = {"energy_evaluations": res.energy_evaluations,
+               "wall_time_s": sampler.wall_time_s + time.perf_counter() - start,  # training (all resumes) + sampling
                **metrics(res.samples[finite], res.reduced_energies[finite], ref, ref_e, n_aligned),
                "log_z_lower_bound": float(logw.mean()), "log_z_reweighted": float(log_mean_exp(logw)),
                "ess": float(normalised_ess(logw)),
@@ -228,6 +238,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--targets", help="comma-separated subset of " + ",".join(TARGETS) + " (overrides --full)")
     parser.add_argument("--posterior-target", action="store_true",
                         help="regress on the buffer's bridge-posterior mean (AdjointConfig.posterior_target)")
+    parser.add_argument("--checkpoints", metavar="DIR",
+                        help="save each target's sampler to DIR/<target>-<quick|full>-seed<N>.pt during training and "
+                             "resume from it when it exists (for the hours-long LJ-13 and LJ-55 budgets)")
     parser.add_argument("--out", default=str(ROOT / "runs" / "benchmarks" / "adjoint_sampling.json"))
     args = parser.parse_args(argv)
     if args.seeds < 1:
@@ -244,7 +257,9 @@ def main(argv: list[str] | None = None) -> None:
             target = TARGETS[name]
             if args.posterior_target:
                 target = dataclasses.replace(target, config=dataclasses.replace(target.config, posterior_target=True))
-            per_seed.append(run(target, args.quick, n_samples, n_aligned, seed))
+            checkpoint = None if args.checkpoints is None else (
+                Path(args.checkpoints) / f"{name}-{'quick' if args.quick else 'full'}-seed{seed}.pt")
+            per_seed.append(run(target, args.quick, n_samples, n_aligned, seed, checkpoint))
             print_row(per_seed[-1])
         results += per_seed
         if args.seeds > 1:
