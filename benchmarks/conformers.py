@@ -13,7 +13,7 @@ references and seeds add a suffix, e.g. ``conformers-flexible-md-seed1``).
     python benchmarks/conformers.py                    # 5 drug-like molecules, n = 100
     python benchmarks/conformers.py --set flexible     # 5 molecules with 6-13 rotatable bonds, n = 100
     python benchmarks/conformers.py --set flexible --reference md   # the same against an MD-made reference
-    python benchmarks/conformers.py --set flexible --reference md --seed 1   # another seed for all three sets
+    python benchmarks/conformers.py --set flexible --reference md --seed 1   # new sampler, ETKDG and MD seeds
 """
 from __future__ import annotations
 
@@ -67,9 +67,9 @@ def main() -> None:
     results = {}
     for name in names:
         print(f"== {name} ({molecules[name]}) ==", flush=True)
-        results[name] = run_conformers(molecules[name], Path(args.out) / f"conformers{suffix}" / name, n=n, relax_method="mmff",
-                                       options=options, reference_embeddings=reference, progress=False,
-                                       reference=args.reference, seed=args.seed)
+        results[name] = run_conformers(molecules[name], Path(args.out) / f"conformers{suffix}" / name, n=n,
+                                       relax_method="mmff", options=options, reference_embeddings=reference,
+                                       progress=False, reference=args.reference, seed=args.seed)
     header = (f"{'molecule':<13} {'method':<8} {'R@0.5':>6} {'R@1':>6} {'AMR-R':>6} {'AMR-P':>6} {'kept':>5} "
               f"{'E_min kJ/mol':>12} {'evals':>6} {'wall s':>7}")
     source = f"ETKDG x{reference}" if args.reference == "etkdg" else f"1000 K MD, {reference} frames"
