@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--posterior-target", action="store_true",
                         help="regress on the buffer's bridge-posterior mean (AdjointConfig.posterior_target)")
     parser.add_argument("--checkpoints", metavar="DIR",
-                        help="save each target's sampler to DIR/<target>-<quick|full>-seed<N>.pt during training and "
+                        help="save each target's sampler to DIR/<target>-<quick|full>[-posterior]-seed<N>.pt during training and "
                              "resume from it when it exists (for the hours-long LJ-13 and LJ-55 budgets)")
     parser.add_argument("--out", default=str(ROOT / "runs" / "benchmarks" / "adjoint_sampling.json"))
     args = parser.parse_args(argv)
@@ -257,8 +257,8 @@ def main(argv: list[str] | None = None) -> None:
             target = TARGETS[name]
             if args.posterior_target:
                 target = dataclasses.replace(target, config=dataclasses.replace(target.config, posterior_target=True))
-            checkpoint = None if args.checkpoints is None else (
-                Path(args.checkpoints) / f"{name}-{'quick' if args.quick else 'full'}-seed{seed}.pt")
+            variant = ("quick" if args.quick else "full") + ("-posterior" if args.posterior_target else "")
+            checkpoint = None if args.checkpoints is None else Path(args.checkpoints) / f"{name}-{variant}-seed{seed}.pt"
             per_seed.append(run(target, args.quick, n_samples, n_aligned, seed, checkpoint))
             print_row(per_seed[-1])
         results += per_seed
