@@ -321,6 +321,82 @@ def test_checkpoint_resume(tmp_path):
         AdjointSampler(gmm, MLPDrift(1, 2, hidden=16), T, AdjointConfig(n_steps=11)).load(tmp_path / "ckpt.pt")
 
 
+
+def test_weight_averaged_drift_resumes_exactly_and_old_checkpoints_load(tmp_path):
+    """With ema_decay the averaged drift samples; a resumed run continues the average as if never stopped, and a
+    checkpoint written before the field existed loads as ema_decay = 0."""
+    gmm = GaussianMixtureEnergy.grid(2)
+    cfg = AdjointConfig(sigma_max=5.0, n_steps=10, samples_per_iteration=50, train_steps_per_iteration=3,
+                        train_batch_size=32, ema_decay=0.9)
+    torch.manual_seed(0)
+    straight = AdjointSampler(gmm, MLPDrift(1, 2, hidden=16), T, cfg)
+    straight.train(max_energy_evaluations=200, progress=False)
+    torch.manual_seed(0)
+    first = AdjointSampler(gmm, MLPDrift(1, 2, hidden=16), T, cfg)
+    first.train(max_energy_evaluations=100, checkpoint=tmp_path / "ckpt.pt", progress=False)
+    resumed = AdjointSampler(gmm, MLPDrift(1, 2, hidden=16), T, cfg).load(tmp_path / "ckpt.pt")
+    resumed.train(max_energy_evaluations=200, progress=False)
+    assert resumed.average.n_averaged == straight.average.n_averaged == 1 + 4 * 3
+    for a, b in zip(straight.average.module.parameters(), resumed.average.module.parameters()):
+        assert torch.equal(a, b)
+    trained, averaged = list(straight.net.parameters()), list(straight.average.module.parameters())
+    assert not all(torch.equal(a, b) for a, b in zip(trained, averaged))
+    x = torch.randn(20, 1, 2, generator=gen())
+    t1 = torch.ones(20)
+    assert_close(straight.terminal_score(x), straight.sde.project(
+        straight._drift(x, t1, straight.average.module) + straight.sde.reference_score(x)))
+
+    plain = AdjointConfig(sigma_max=5.0, n_steps=10, samples_per_iteration=50, train_steps_per_iteration=3,
+                          train_batch_size=32)
+    AdjointSampler(gmm, MLPDrift(1, 2, hidden=16), T, plain).train(max_iterations=1, checkpoint=tmp_path / "old.pt",
+                                                                    progress=False)
+    state = torch.load(tmp_path / "old.pt", weights_only=True)
+    del state["config"]["ema_decay"], state["average"], state["device_type"]  # as written before these existed
+    torch.save(state, tmp_path / "old.pt")
+    assert AdjointSampler(gmm, MLPDrift(1, 2, hidden=16), T, plain).load(tmp_path / "old.pt").iterations == 1
+    with pytest.raises(ValueError, match="different config"):
+        AdjointSampler(gmm, MLPDrift(1, 2, hidden=16), T, cfg).load(tmp_path / "old.pt")
+
+
+def test_checkpoint_from_another_device_type_keeps_own_random_stream(tmp_path):
+    """Generator states do not carry across device types: such a checkpoint restores everything else."""
+    gmm = GaussianMixtureEnergy.grid(2)
+    cfg = AdjointConfig(sigma_max=5.0, n_steps=10, samples_per_iteration=50, train_steps_per_iteration=2,
+                        train_batch_size=32)
+    a = AdjointSampler(gmm, MLPDrift(1, 2, hidden=16), T, cfg, seed=1)
+    a.train(max_energy_evaluations=100, progress=False)
+    state = torch.load(a.save(tmp_path / "ckpt.pt"), weights_only=True)
+    state["device_type"] = "cuda"  # as written by a GPU run
+    torch.save(state, tmp_path / "gpu.pt")
+    b = AdjointSampler(gmm, MLPDrift(1, 2, hidden=16), T, cfg, seed=7).load(tmp_path / "gpu.pt")
+    assert (b.iterations, b.energy_evaluations, len(b.buffer)) == (2, 100, 100)
+    assert torch.equal(b.generator.get_state(), torch.Generator().manual_seed(7).get_state())
+    c = AdjointSampler(gmm, MLPDrift(1, 2, hidden=16), T, cfg, seed=7).load(tmp_path / "ckpt.pt")
+    assert torch.equal(c.generator.get_state(), a.generator.get_state())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_sampler_trains_samples_and_hands_its_checkpoint_to_the_cpu(tmp_path):
+    """DW-4 with an EGNN drift, tempered replay and posterior targets on the GPU; the checkpoint then loads on
+    the CPU with the same drift."""
+    dw4 = DoubleWellEnergy.dw4()
+    cfg = AdjointConfig(sigma_max=3.0, n_steps=20, samples_per_iteration=100, train_steps_per_iteration=5,
+                        train_batch_size=64, max_grad_norm=50.0, com_free=True, replay_ess=0.5,
+                        posterior_target=True)
+    gpu = AdjointSampler(dw4, EGNNDrift(hidden=16, n_layers=2, length_scale=4.0), T, cfg, device="cuda")
+    gpu.train(max_energy_evaluations=400, checkpoint=tmp_path / "ckpt.pt", progress=False)
+    res = gpu.sample(200)
+    assert res.samples.device.type == "cuda" and res.energy_evaluations == 600
+    assert torch.isfinite(res.log_weights).sum() > 100
+    assert_close(res.samples.mean(1).cpu(), torch.zeros(200, 2), atol=1e-5)  # centre-of-mass free
+    refined = gpu.refine(res.samples.cpu(), 5, 1e-3, progress=False)
+    assert refined.device.type == "cuda" and torch.isfinite(refined).all()
+    cpu = AdjointSampler(dw4, EGNNDrift(hidden=16, n_layers=2, length_scale=4.0), T, cfg).load(tmp_path / "ckpt.pt")
+    assert cpu.buffer.x.device.type == "cpu" and cpu.energy_evaluations == 400
+    x = res.samples[:50].cpu()
+    assert_close(cpu.terminal_score(x), gpu.terminal_score(x).cpu(), rtol=1e-4, atol=1e-4)
+    assert cpu.train(max_energy_evaluations=500, progress=False).energy_evaluations == 500
+
 class _Exploding(torch.nn.Module):
     """A drift whose paths all diverge."""
 
@@ -547,8 +623,14 @@ def test_bad_inputs_raise():
     for bad in (0.0, 1.5):
         with pytest.raises(ValueError, match="replay_ess"):
             AdjointConfig(replay_ess=bad)
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="ema_decay"):
+            AdjointConfig(ema_decay=bad)
     with pytest.raises(ValueError):
         AdjointSampler(gmm, MLPDrift(1, 2), temperature=-1.0)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            AdjointSampler(gmm, MLPDrift(1, 2), T, device="cuda")
     sampler = AdjointSampler(gmm, MLPDrift(1, 2), T)
     with pytest.raises(ValueError):
         sampler.sample(0)

@@ -61,6 +61,7 @@ import numpy as np
 import torch
 
 from .. import units
+from ..averaging import WeightAverage
 from ..io import atomic_write_bytes, write_json
 from .data import Dataset, collate, load_dataset, structure_pairs
 from .model import EquivariantPotential
@@ -205,7 +206,7 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate)
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.optimizer, factor=config.lr_factor, patience=config.lr_patience, min_lr=config.min_learning_rate)
-        self.ema = WeightAverage(self.model, config.ema_decay)
+        self.ema = WeightAverage(self.model, config.ema_decay, build=lambda model: EquivariantPotential(**model.config))
         self.state = {"step": 0, "epoch": 0, "batch": 0, "sums": _zero_sums(), "history": [],
                       "best_val": math.inf, "best_epoch": -1, "bad_epochs": 0,
                       "best_state": copy.deepcopy(self.ema.module.state_dict())}
@@ -321,37 +322,6 @@ class Trainer:
         self.scheduler.load_state_dict(payload["scheduler"])
         torch.set_rng_state(payload["torch_rng"])
         self.state = payload["state"]
-
-
-class WeightAverage:
-    """EMA of a model's parameters with warm-up (new-weight fraction max(1 - decay, 9 / (10 + n)) after n updates).
-
-    The averaged copy ``module`` is built from the model's config and state dict rather than deep-copied:
-    e3nn's generated tensor-product modules do not always deep-copy to the same buffers.
-    """
-
-    def __init__(self, model: EquivariantPotential, decay: float):
-        self.decay = decay
-        self.n_averaged = 1  # the initial copy is the first average
-        reference = next(model.parameters())
-        self.module = EquivariantPotential(**model.config).to(dtype=reference.dtype, device=reference.device)
-        self.module.load_state_dict(model.state_dict())
-        self.module.requires_grad_(False)
-
-    @torch.no_grad()
-    def update(self, model: EquivariantPotential) -> None:
-        """Move the averaged parameters towards ``model``'s."""
-        rate = max(1.0 - self.decay, 9.0 / (10.0 + self.n_averaged))
-        for averaged, current in zip(self.module.parameters(), model.parameters(), strict=True):
-            averaged.lerp_(current, rate)
-        self.n_averaged += 1
-
-    def state_dict(self) -> dict:
-        return {"module": self.module.state_dict(), "n_averaged": self.n_averaged}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.module.load_state_dict(state["module"])
-        self.n_averaged = int(state["n_averaged"])
 
 
 def _zero_sums() -> dict:

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from ..averaging import WeightAverage
 from ..energy import Energy
 from ..io import atomic_write_bytes
 from .metrics import log_mean_exp, normalised_ess
@@ -53,6 +54,10 @@ class AdjointConfig:
     expectation under the buffer's distribution) with less variance where the remaining noise spans
     several buffer points (the "stable target field" of Xu et al. 2023). Costs a [batch, buffer] kernel
     per regression step, no energy evaluations.
+    ema_decay: decay per regression step of an exponential moving average of the drift's weights (with
+    warm-up, :class:`~molfree.averaging.WeightAverage`); 0 for none. When > 0, :meth:`AdjointSampler.sample`,
+    ``log_z``, ``terminal_score`` and ``refine`` use the averaged drift, while training keeps filling the
+    buffer with the current one: the average damps the drift's swings between iterations.
     """
 
     sigma_min: float = 0.01
@@ -69,6 +74,7 @@ class AdjointConfig:
     com_free: bool = False
     replay_ess: float = 1.0
     posterior_target: bool = False
+    ema_decay: float = 0.0
 
     def __post_init__(self):
         for name in ("n_steps", "samples_per_iteration", "buffer_size", "train_steps_per_iteration",
@@ -80,6 +86,8 @@ class AdjointConfig:
             raise ValueError("lr, clip_param_grad, drift_length and max_grad_norm must be positive")
         if not 0.0 < self.replay_ess <= 1.0:
             raise ValueError(f"replay_ess must be in (0, 1], got {self.replay_ess}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
 
 
 @dataclass
@@ -139,7 +147,7 @@ class ReplayBuffer:
     def sample(self, n: int, generator=None, power: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
         """``n`` entries drawn with replacement, with probability ∝ w^power (uniformly for 0)."""
         if power == 0.0:
-            idx = torch.randint(len(self), (n,), generator=generator)
+            idx = torch.randint(len(self), (n,), generator=generator, device=self.x.device)
         else:
             probs = torch.softmax(power * self.log_weights, dim=0)
             idx = torch.multinomial(probs, n, replacement=True, generator=generator)
@@ -173,19 +181,24 @@ class AdjointSampler:
         temperature: K (``molfree.units.REDUCED_TEMPERATURE`` for kT = 1 kJ/mol).
         config: :class:`AdjointConfig`.
         seed: seeds the sampler's random generator.
+        device: where the drift, the paths, the replay buffer and the random generator live (e.g. ``"cuda"``);
+            the energy is called on positions there, so it must accept them (molfree's analytic energies do).
 
     Every result reports ``energy_evaluations``: the running total of energy (and gradient)
     evaluations of the target made by this sampler, across checkpoints.
     """
 
     def __init__(self, energy: Energy, drift_net: torch.nn.Module, temperature: float,
-                 config: AdjointConfig | None = None, seed: int = 0):
+                 config: AdjointConfig | None = None, seed: int = 0, device: torch.device | str = "cpu"):
         if energy.n_atoms is None:
             raise ValueError("the energy must have a fixed number of particles (n_atoms)")
         if not temperature > 0:
             raise ValueError(f"temperature must be positive (K), got {temperature!r}")
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {str(device)!r}: torch sees no CUDA device (a CPU build of torch, or no GPU)")
         self.energy = energy
-        self.net = drift_net
+        self.net = drift_net.to(self.device)
         self.temperature = float(temperature)
         self.config = config or AdjointConfig()
         self.shape = (energy.n_atoms, energy.dim)
@@ -193,7 +206,8 @@ class AdjointSampler:
                                  com_free=self.config.com_free, n_steps=self.config.n_steps)
         self.buffer = ReplayBuffer(self.config.buffer_size)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=self.config.lr)
-        self.generator = torch.Generator().manual_seed(seed)
+        self.average = WeightAverage(self.net, self.config.ema_decay) if self.config.ema_decay > 0 else None
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.iterations = 0
         self.replay_power = 0.0
         self.energy_evaluations = 0
@@ -206,7 +220,7 @@ class AdjointSampler:
         are not evaluated); counts the evaluations."""
         finite = torch.isfinite(x).flatten(1).all(1)
         self.energy_evaluations += int(finite.sum())
-        out = torch.full((x.shape[0],), math.inf, dtype=torch.float64)
+        out = torch.full((x.shape[0],), math.inf, dtype=torch.float64, device=x.device)
         with torch.no_grad():
             out[finite] = self.energy.reduced(x[finite].double(), temperature=self.temperature)
         return out
@@ -232,14 +246,18 @@ class AdjointSampler:
         ell2 = self.config.drift_length**2
         return ell2 / (ell2 + self.sde.terminal_variance() - self.sde.schedule.variance(t.double()))
 
-    def _drift(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """v(x, t) = c(t) net(x, t), ``[B, N, dim]`` (1/nm).
+    def _drift(self, x: torch.Tensor, t: torch.Tensor, net: torch.nn.Module | None = None) -> torch.Tensor:
+        """v(x, t) = c(t) net(x, t), ``[B, N, dim]`` (1/nm), with the training network unless ``net`` is given.
 
         The optimal v* = (E[X₁ | X_t = x] − x)/(ν(1) − ν(t)) shrinks at early, high-noise times; the
         factor gives the network that shape, so a step s² v stays stable (s² ≲ 0.3 (ν(1) − ν(t)))
         while the network is still poor.
         """
-        return self.sde.project(self.net(x, t)) * self._shrink(t).to(x.dtype)[:, None, None]
+        return self.sde.project((self.net if net is None else net)(x, t)) * self._shrink(t).to(x.dtype)[:, None, None]
+
+    def _sampling_drift(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The drift that samples: the weight average's when ``config.ema_decay`` > 0, else the training one."""
+        return self._drift(x, t, None if self.average is None else self.average.module)
 
     def _collect(self) -> None:
         """Simulate new terminal points, evaluate their gradients once, fill the buffer."""
@@ -260,9 +278,9 @@ class AdjointSampler:
     def _training_times(self, n: int) -> torch.Tensor:
         """Times ``[n]`` from ½ U(0, 1) + ½ (density ∝ σ(t)²): the early, high-noise times carry most of
         the path KL ½ E ∫ σ² ‖v − v*‖² dt, the late ones the fine structure."""
-        u = torch.rand(n, generator=self.generator, dtype=torch.float64)
+        u = torch.rand(n, generator=self.generator, dtype=torch.float64, device=self.device)
         by_variance = self.sde.schedule.time_of_variance(u * self.sde.terminal_variance())
-        return torch.where(torch.rand(n, generator=self.generator) < 0.5, u, by_variance)
+        return torch.where(torch.rand(n, generator=self.generator, device=self.device) < 0.5, u, by_variance)
 
     def _regress(self) -> float:
         """One adjoint-matching step on a replay-buffer batch; returns the loss."""
@@ -277,6 +295,8 @@ class AdjointSampler:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.config.clip_param_grad)
         self.optimizer.step()
+        if self.average is not None:
+            self.average.update(self.net)
         return float(loss.detach())
 
     def train(self, max_energy_evaluations: int | None = None, max_iterations: int | None = None,
@@ -328,7 +348,7 @@ class AdjointSampler:
             raise ValueError(f"n must be >= 1, got {n}")
         xs, logws, us = [], [], []
         for i in range(0, n, batch_size):
-            x1, log_ratio = self.sde.simulate(self._drift, min(batch_size, n - i), self.shape, n_steps,
+            x1, log_ratio = self.sde.simulate(self._sampling_drift, min(batch_size, n - i), self.shape, n_steps,
                                               generator=self.generator)
             u = self.reduced_energy(x1)
             xs.append(x1)
@@ -342,8 +362,9 @@ class AdjointSampler:
         At t = 1 the bridge has no noise left, so the regression target there is −∇g(x₁) at x₁ itself:
         the drift's terminal value is a force-matching fit of −∇E/kT − ∇ ln p_ref on the buffer.
         """
+        x = x.to(self.device)
         with torch.no_grad():
-            v = self._drift(x, torch.ones(x.shape[0], dtype=x.dtype, device=x.device))
+            v = self._sampling_drift(x, torch.ones(x.shape[0], dtype=x.dtype, device=x.device))
             return self.sde.project(v + self.sde.reference_score(x))
 
     def refine(self, x: torch.Tensor, n_steps: int, step_size: float, progress: bool = True) -> torch.Tensor:
@@ -362,6 +383,7 @@ class AdjointSampler:
             raise ValueError("x holds non-finite coordinates")
         if n_steps < 0 or not step_size > 0:
             raise ValueError(f"need n_steps >= 0 and step_size > 0, got {n_steps} and {step_size}")
+        x = x.to(self.device)
         noise_scale = math.sqrt(2 * step_size)
         for _ in tqdm(range(n_steps), disable=not progress, desc="Langevin corrector", unit="step"):
             noise = self.sde.project(torch.randn(x.shape, generator=self.generator, dtype=x.dtype))
@@ -377,12 +399,14 @@ class AdjointSampler:
     # -- checkpoints --------------------------------------------------------------------------------------
 
     def save(self, path: str | Path) -> Path:
-        """Write network, optimiser, buffer, counters and RNG state atomically to ``path``."""
+        """Write network, optimiser, buffer, counters and RNG state atomically to ``path`` (tensors as they are,
+        on the sampler's device)."""
         state = {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "buffer": (self.buffer.x, self.buffer.target, self.buffer.log_weights), "iterations": self.iterations,
                  "energy_evaluations": self.energy_evaluations, "wall_time_s": self.wall_time_s,
                  "generator": self.generator.get_state(), "config": asdict(self.config),
-                 "temperature": self.temperature}
+                 "temperature": self.temperature, "device_type": self.device.type,
+                 "average": None if self.average is None else self.average.state_dict()}
         data = _io.BytesIO()
         torch.save(state, data)
         return atomic_write_bytes(path, data.getvalue())
@@ -391,16 +415,22 @@ class AdjointSampler:
         """Restore a :meth:`save` checkpoint (same network architecture and config) to resume or sample.
 
         Loads with ``weights_only=True``: the file holds only tensors and plain containers, so
-        loading never executes code from it.
+        loading never executes code from it. Tensors are mapped onto this sampler's device; a checkpoint from
+        another kind of device (e.g. trained on a GPU, sampled on the CPU) keeps this sampler's own random
+        stream, since generator states do not carry across device types.
         """
-        state = torch.load(path, weights_only=True)
-        if state["config"] != asdict(self.config) or not math.isclose(state["temperature"], self.temperature):
+        state = torch.load(path, weights_only=True, map_location=self.device)
+        saved_config = {**asdict(AdjointConfig()), **state["config"]}  # fields added since ran at their defaults
+        if saved_config != asdict(self.config) or not math.isclose(state["temperature"], self.temperature):
             raise ValueError(f"checkpoint {path} was written with a different config or temperature")
         self.net.load_state_dict(state["net"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.average is not None:
+            self.average.load_state_dict(state["average"])
         self.buffer.x, self.buffer.target, self.buffer.log_weights = state["buffer"]
         self.iterations = state["iterations"]
         self.energy_evaluations = state["energy_evaluations"]
         self.wall_time_s = state["wall_time_s"]
-        self.generator.set_state(state["generator"])
+        if state.get("device_type", "cpu") == self.device.type:
+            self.generator.set_state(state["generator"].cpu())
         return self

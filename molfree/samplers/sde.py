@@ -97,9 +97,12 @@ class MemorylessSDE:
         """∇ ln p_ref(x) = −x/ν(1), ``[B, N, dim]`` (x must lie in the subspace)."""
         return -x / self.terminal_variance()
 
-    def sample_reference(self, n: int, shape: tuple[int, int], generator=None, dtype=torch.float32) -> torch.Tensor:
-        """Exact samples ``[n, N, dim]`` of the uncontrolled terminal marginal."""
-        noise = torch.randn((n, *shape), generator=generator, dtype=dtype)
+    def sample_reference(self, n: int, shape: tuple[int, int], generator=None, dtype=torch.float32,
+                         device: torch.device | str | None = None) -> torch.Tensor:
+        """Exact samples ``[n, N, dim]`` of the uncontrolled terminal marginal, on ``device`` (that of ``generator``
+        by default)."""
+        device = device or (generator.device if generator is not None else None)
+        noise = torch.randn((n, *shape), generator=generator, dtype=dtype, device=device)
         return self.project(noise) * math.sqrt(self.terminal_variance())
 
     def bridge(self, x1: torch.Tensor, t: torch.Tensor, generator=None) -> torch.Tensor:
@@ -130,25 +133,28 @@ class MemorylessSDE:
         return t[:-1], self.schedule.variance(t).diff()
 
     def simulate(self, drift: Drift | None, n: int, shape: tuple[int, int], n_steps: int | None = None,
-                 generator=None, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+                 generator=None, dtype=torch.float32,
+                 device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Euler–Maruyama (exact-increment) samples of the controlled process.
 
         Args:
             drift: ``v(x [B, N, dim], t [B]) -> [B, N, dim]`` or None for the reference process.
             n: number of paths B; shape: particle shape ``(N, dim)``.
+            device: where the paths are simulated (default: the device of ``generator``, else the CPU).
         Returns:
             terminal points ``[n, N, dim]`` and the path log-ratio ``ln dP_ref/dQ_v`` ``[n]``
             (= −Σ_k [s_k v·ξ_k + ½ s_k² ‖v‖²]), both detached.
         """
         times, step_var = self.time_grid(n_steps)
-        x = torch.zeros((n, *shape), dtype=dtype)
-        log_ratio = torch.zeros(n, dtype=torch.float64)
+        device = device or (generator.device if generator is not None else None)
+        x = torch.zeros((n, *shape), dtype=dtype, device=device)
+        log_ratio = torch.zeros(n, dtype=torch.float64, device=device)
         with torch.no_grad():
             for t, var in zip(times.tolist(), step_var.tolist()):
                 s = math.sqrt(var)
-                noise = self.project(torch.randn(x.shape, generator=generator, dtype=dtype))
+                noise = self.project(torch.randn(x.shape, generator=generator, dtype=dtype, device=device))
                 if drift is not None:
-                    v = self.project(drift(x, torch.full((n,), t, dtype=dtype)))
+                    v = self.project(drift(x, torch.full((n,), t, dtype=dtype, device=device)))
                     log_ratio -= (s * (v * noise).sum((-1, -2)) + 0.5 * var * v.pow(2).sum((-1, -2))).double()
                     x = x + var * v
                 x = x + s * noise
