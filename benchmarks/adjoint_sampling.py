@@ -163,8 +163,9 @@ def run(target: Target, quick: bool, n_samples: int, n_aligned: int, seed: int =
     sampler.train(max_energy_evaluations=budget - n_samples, checkpoint=checkpoint, checkpoint_every=20)
     start = time.perf_counter()
     res = sampler.sample(n_samples, n_steps=target.sample_steps)
-    finite = torch.isfinite(res.log_weights.cpu())
-    logw, samples, energies = res.log_weights.cpu()[finite], res.samples.cpu()[finite], res.reduced_energies.cpu()[finite]
+    logw, samples, energies = res.log_weights.cpu(), res.samples.cpu(), res.reduced_energies.cpu()
+    finite = torch.isfinite(logw)
+    logw, samples, energies = logw[finite], samples[finite], energies[finite]
     resampled = importance_resample(logw, len(logw), torch.Generator().manual_seed(seed))
     adjoint = {"energy_evaluations": res.energy_evaluations,
                "wall_time_s": sampler.wall_time_s + time.perf_counter() - start,  # training (all resumes) + sampling

@@ -375,7 +375,8 @@ def test_checkpoint_from_another_device_type_keeps_own_random_stream(tmp_path):
     assert torch.equal(c.generator.get_state(), a.generator.get_state())
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.skipif(not torch.cuda.is_available(),
+                    reason="runs the sampler on CUDA and this machine has no GPU; benchmarks/gpu_check_adjoint.sh runs it")
 def test_cuda_sampler_trains_samples_and_hands_its_checkpoint_to_the_cpu(tmp_path):
     """DW-4 with an EGNN drift, tempered replay and posterior targets on the GPU; the checkpoint then loads on
     the CPU with the same drift."""

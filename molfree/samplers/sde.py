@@ -25,6 +25,10 @@ import torch
 Drift = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+def _device_of(generator: torch.Generator | None) -> torch.device | None:
+    return None if generator is None else generator.device
+
+
 def remove_com(x: torch.Tensor) -> torch.Tensor:
     """Subtract the centroid over particles: ``[B, N, dim] -> [B, N, dim]``."""
     return x - x.mean(dim=1, keepdim=True)
@@ -97,12 +101,10 @@ class MemorylessSDE:
         """∇ ln p_ref(x) = −x/ν(1), ``[B, N, dim]`` (x must lie in the subspace)."""
         return -x / self.terminal_variance()
 
-    def sample_reference(self, n: int, shape: tuple[int, int], generator=None, dtype=torch.float32,
-                         device: torch.device | str | None = None) -> torch.Tensor:
-        """Exact samples ``[n, N, dim]`` of the uncontrolled terminal marginal, on ``device`` (that of ``generator``
-        by default)."""
-        device = device or (generator.device if generator is not None else None)
-        noise = torch.randn((n, *shape), generator=generator, dtype=dtype, device=device)
+    def sample_reference(self, n: int, shape: tuple[int, int], generator=None, dtype=torch.float32) -> torch.Tensor:
+        """Exact samples ``[n, N, dim]`` of the uncontrolled terminal marginal, on the device of ``generator``
+        (the CPU without one)."""
+        noise = torch.randn((n, *shape), generator=generator, dtype=dtype, device=_device_of(generator))
         return self.project(noise) * math.sqrt(self.terminal_variance())
 
     def bridge(self, x1: torch.Tensor, t: torch.Tensor, generator=None) -> torch.Tensor:
@@ -133,20 +135,19 @@ class MemorylessSDE:
         return t[:-1], self.schedule.variance(t).diff()
 
     def simulate(self, drift: Drift | None, n: int, shape: tuple[int, int], n_steps: int | None = None,
-                 generator=None, dtype=torch.float32,
-                 device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 generator=None, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
         """Euler–Maruyama (exact-increment) samples of the controlled process.
 
         Args:
             drift: ``v(x [B, N, dim], t [B]) -> [B, N, dim]`` or None for the reference process.
             n: number of paths B; shape: particle shape ``(N, dim)``.
-            device: where the paths are simulated (default: the device of ``generator``, else the CPU).
+            generator: its device is where the paths are simulated (the CPU without one).
         Returns:
             terminal points ``[n, N, dim]`` and the path log-ratio ``ln dP_ref/dQ_v`` ``[n]``
             (= −Σ_k [s_k v·ξ_k + ½ s_k² ‖v‖²]), both detached.
         """
         times, step_var = self.time_grid(n_steps)
-        device = device or (generator.device if generator is not None else None)
+        device = _device_of(generator)
         x = torch.zeros((n, *shape), dtype=dtype, device=device)
         log_ratio = torch.zeros(n, dtype=torch.float64, device=device)
         with torch.no_grad():
