@@ -537,6 +537,8 @@ def test_gaussian_distance_features():
     assert_close(features[0, 0], torch.tensor(1.0))
     assert_close(features[1], torch.exp(-0.5 * torch.tensor([1.0, 0.0, 1.0, 4.0, 9.0])))
     assert_close(features[2, 1], features[2, 2])
+    far = rbf(torch.tensor([30.0]))  # 60 widths out: the floor e^-60, not the exact (underflowing) Gaussian
+    assert torch.all(far > 0) and torch.all(far <= math.exp(-60.0) * (1 + 1e-6))
     with pytest.raises(ValueError, match="n >= 2"):
         EGNNDrift(n_rbf=1)
 

@@ -68,7 +68,9 @@ class GaussianDistances(nn.Module):
         self.inverse_width = (n - 1) / reduced_max
 
     def forward(self, r: torch.Tensor) -> torch.Tensor:
-        return torch.exp(-0.5 * ((r[..., None] - self.centres) * self.inverse_width).pow(2))
+        exponent = -0.5 * ((r[..., None] - self.centres) * self.inverse_width).pow(2)
+        # floored at e^-60 (< 1e-26): exp's underflow path on CPU is ~25x slower than its normal one
+        return torch.exp(exponent.clamp_min(-60.0))
 
 
 class EGNNLayer(nn.Module):
