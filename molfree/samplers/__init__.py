@@ -26,6 +26,7 @@ from .metrics import (
                       wasserstein_1d,
 )
 from .networks import EGNNDrift, MLPDrift
+from .probability_flow import ProbabilityFlow
 from .sde import GeometricSchedule, MemorylessSDE
 from .torsional import (
                       RotatableTorsions,
@@ -45,6 +46,7 @@ __all__ = [
                       "MCMCResult",
                       "MLPDrift",
                       "MemorylessSDE",
+                      "ProbabilityFlow",
                       "RotatableTorsions",
                       "SampleResult",
                       "TorsionalAdjointSampler",

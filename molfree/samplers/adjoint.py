@@ -30,6 +30,7 @@ from ..averaging import WeightAverage
 from ..energy import Energy
 from ..io import atomic_write_bytes
 from .metrics import log_mean_exp, normalised_ess
+from .probability_flow import ProbabilityFlow
 from .sde import GeometricSchedule, MemorylessSDE
 
 
@@ -389,6 +390,14 @@ class AdjointSampler:
             noise = self.sde.project(torch.randn(x.shape, generator=self.generator, dtype=x.dtype))
             x = x + step_size * self.terminal_score(x) + noise_scale * noise
         return x
+
+    def probability_flow(self, n_steps: int = 100, batch_size: int = 256) -> ProbabilityFlow:
+        """The sampling drift's probability-flow ODE (:class:`~.probability_flow.ProbabilityFlow`): a deterministic
+        generator with an exact density, e.g. the proposal of ``molfree.openmm.GeneratorMove``. It shares this
+        sampler's drift (later training changes it) and random generator, and makes no energy evaluations."""
+        dtype = next(self.net.parameters()).dtype
+        return ProbabilityFlow(self.sde, self._sampling_drift, self.shape, self.temperature, n_steps, dtype,
+                               self.device, self.generator, batch_size)
 
     def log_z(self, n: int = 10_000, n_steps: int | None = None) -> LogZEstimate:
         """ln Z of exp(−E/kT) from ``n`` weighted samples: ELBO lower bound and the reweighted estimate."""

@@ -24,7 +24,9 @@ class GeneratorMove:
 
     Args:
         generator: any object with ``propose(n) -> (x [n, N, 3] nm, log_q [n])``, ``log_prob(x [B, N, 3]) -> [B]``
-            and ``temperature`` (K), e.g. :class:`molfree.flows.BoltzmannGenerator`.
+            and ``temperature`` (K), e.g. :class:`molfree.flows.BoltzmannGenerator` or an adjoint sampler's
+            probability flow (:meth:`molfree.samplers.AdjointSampler.probability_flow`; centre-of-mass-free, so
+            with ``randomOrientation=True``).
         temperature: K; defaults to ``generator.temperature``. Must equal the integrator's.
         randomOrientation: place each proposal at the current centroid with a uniformly random
             rotation (for generators in a canonical frame, e.g. internal coordinates, on systems whose
